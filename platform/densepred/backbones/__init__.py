@@ -1,0 +1,2 @@
+"""Backbones register themselves in ``BACKBONES`` on import."""
+from .hrnet import HRNet  # noqa: F401

@@ -1,0 +1,311 @@
+"""Load task and model YAML configs (mmengine ``Config`` with ``_base_`` inheritance), apply
+``--set a.b.c=value`` overrides and validate them.
+
+Validation is driven by data the code already has: the top-level key table below and the
+constructor signatures of registered components. Errors name the key and the file that set it.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import yaml
+from mmengine.config import Config, ConfigDict
+
+from .errors import ConfigError
+
+# Top-level keys a config may carry: key -> (accepted python types, what it is).
+# Sections that hold component dicts are validated further by ``validate_component``.
+TOP_LEVEL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((dict,), "backbone, optional neck and named heads"),
+    "task": ((dict,), "task type and its settings"),
+    "data_root": ((str, type(None)), "dataset root folder"),
+    "work_dir": ((str,), "where checkpoints, logs and results go (also Ray's storage path)"),
+    "bbox_file": ((str, type(None)), "person detections for pose validation (null: ground-truth boxes)"),
+    "run_name": ((str, type(None)), "name of the run inside work_dir"),
+    "seed": ((int,), "random seed"),
+    "data": ((dict,), "datasets, transforms and loaders"),
+    "train": ((dict,), "training loop settings"),
+    "optimizer": ((dict,), "optimizer settings"),
+    "scheduler": ((dict,), "learning-rate schedule"),
+    "evaluation": ((dict,), "evaluation settings"),
+    "inference": ((dict,), "prediction settings"),
+    "ray": ((dict,), "Ray Train scaling and failure settings"),
+}
+
+
+def register_top_level_key(name: str, types_: tuple[type, ...], doc: str) -> None:
+    """Let a task add its own top-level keys to the schema."""
+    TOP_LEVEL_KEYS[name] = (types_, doc)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def config_chain(path: str | os.PathLike) -> list[tuple[Path, dict]]:
+    """The file and its ``_base_`` ancestors as ``(path, raw mapping)``, most basic first."""
+    path = Path(path).resolve()
+    out: list[tuple[Path, dict]] = []
+    seen: set[Path] = set()
+
+    def visit(p: Path, stack: tuple[Path, ...]) -> None:
+        if p in stack:
+            raise ConfigError(f"{p}: _base_ inheritance loops back to itself")
+        raw = _read_yaml(p)
+        bases = raw.get("_base_", [])
+        if isinstance(bases, str):
+            bases = [bases]
+        for b in bases:
+            bp = (p.parent / b).resolve()
+            if not bp.is_file():
+                raise ConfigError(f"{p}: _base_ file '{b}' not found (looked for {bp})")
+            visit(bp, stack + (p,))
+        if p not in seen:
+            seen.add(p)
+            out.append((p, raw))
+
+    visit(path, ())
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``a.b.c=value`` -> ("a.b.c", value parsed as YAML: numbers, bools, null, lists, dicts)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=10")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: the key is empty")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML ({e})") from None
+    return key, value
+
+
+def _set_path(cfg: dict, key: str, value: Any) -> None:
+    node: Any = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node[int(part)] if isinstance(node, list) else node.get(part)
+        if nxt is None:
+            nxt = {}
+            node[part] = nxt
+        if not isinstance(nxt, (dict, list)):
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:i + 1])}' is a value, not a section")
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = value
+        except (ValueError, IndexError):
+            raise ConfigError(f"--set {key}: {last!r} is not a valid index") from None
+    else:
+        node[last] = value
+
+
+class LoadedConfig(dict):
+    """A plain dict of the merged config that remembers where it came from."""
+
+    source: Optional[Path] = None
+    chain: list[tuple[Path, dict]] = []
+    overrides: dict[str, Any] = {}
+
+    def where(self, key_path: str) -> str:
+        """Which file (or ``--set``) set ``key_path``; used in error messages."""
+        if key_path in self.overrides or any(key_path.startswith(k + ".") for k in self.overrides):
+            return "--set"
+        for p, raw in reversed(self.chain):
+            node: Any = raw
+            ok = True
+            for part in key_path.split("."):
+                if isinstance(node, Mapping) and part in node:
+                    node = node[part]
+                else:
+                    ok = False
+                    break
+            if ok:
+                return _display(p)
+        return _display(self.source) if self.source else "config"
+
+
+def _display(p: Path) -> str:
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def _to_plain(x: Any) -> Any:
+    if isinstance(x, (ConfigDict, dict)):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] | Mapping[str, Any] = (),
+                validate: bool = True) -> LoadedConfig:
+    """Load a YAML config with its ``_base_`` chain, apply overrides, validate, return a dict."""
+    chain = config_chain(path)
+    try:
+        merged = Config.fromfile(str(Path(path).resolve()))
+    except ConfigError:
+        raise
+    except Exception as e:  # mmengine raises assorted types for bad files
+        raise ConfigError(f"{path}: cannot load config: {e}") from None
+    cfg = LoadedConfig(_to_plain(merged.to_dict()))
+    cfg.pop("_base_", None)
+    if isinstance(overrides, Mapping):
+        pairs = list(overrides.items())
+    else:
+        pairs = [parse_override(o) for o in overrides]
+    for key, value in pairs:
+        _set_path(cfg, key, value)
+    cfg.source = Path(path).resolve()
+    cfg.chain = chain
+    cfg.overrides = dict(pairs)
+    if validate:
+        validate_config(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------- validation
+
+def _suggest(name: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """A small structural type check for the hints used in component constructors."""
+    if hint is Any or hint is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(hint)
+        if args and args[-1] is not Ellipsis and origin is tuple and len(args) != len(value):
+            return False
+        inner = args[0] if args else Any
+        return all(_type_ok(v, inner) for v in value)
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return isinstance(value, Mapping)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def validate_component(cfg: LoadedConfig, key_path: str, comp: Any, registry: Any,
+                       provided: Iterable[str] = ()) -> None:
+    """Check a ``{type: Name, ...}`` mapping against the registered class's constructor."""
+    from .registry import lookup
+
+    where = cfg.where(key_path)
+    if not isinstance(comp, Mapping) or "type" not in comp:
+        raise ConfigError(f"{where}: {key_path} must be a mapping with a 'type' key")
+    cls = lookup(registry, comp["type"], f"{where}: {key_path}.type")
+    sig = inspect.signature(cls.__init__)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    params = {n: p for n, p in sig.parameters.items() if n != "self"}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for k, v in comp.items():
+        if k == "type":
+            continue
+        if k not in params:
+            if takes_kwargs:
+                continue
+            raise ConfigError(f"{cfg.where(f'{key_path}.{k}')}: unknown key '{key_path}.{k}' for "
+                              f"{comp['type']}{_suggest(k, params)}; allowed: {', '.join(params)}")
+        hint = hints.get(k, Any)
+        if not _type_ok(v, hint):
+            raise ConfigError(f"{cfg.where(f'{key_path}.{k}')}: {key_path}.{k} must be "
+                              f"{_hint_name(hint)}, got {type(v).__name__} {v!r}")
+    missing = [n for n, p in params.items() if p.default is p.empty
+               and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+               and n not in comp and n not in provided]
+    if missing:
+        raise ConfigError(f"{where}: {key_path} ({comp['type']}) is missing required key(s): "
+                          f"{', '.join(missing)}")
+
+
+def validate_model_section(cfg: LoadedConfig, model: Any, key: str = "model") -> None:
+    from .registry import BACKBONES, HEADS, NECKS
+
+    where = cfg.where(key)
+    if not isinstance(model, Mapping):
+        raise ConfigError(f"{where}: '{key}' must be a mapping with backbone and heads")
+    allowed = {"backbone", "neck", "heads", "init_cfg"}
+    for k in model:
+        if k not in allowed:
+            raise ConfigError(f"{cfg.where(f'{key}.{k}')}: unknown key '{key}.{k}'"
+                              f"{_suggest(k, allowed)}; allowed: {', '.join(sorted(allowed))}")
+    if "backbone" not in model:
+        raise ConfigError(f"{where}: '{key}.backbone' is missing")
+    validate_component(cfg, f"{key}.backbone", model["backbone"], BACKBONES)
+    if model.get("neck") is not None:
+        validate_component(cfg, f"{key}.neck", model["neck"], NECKS, provided=("in_channels",))
+    heads = model.get("heads")
+    if not isinstance(heads, Mapping) or not heads:
+        raise ConfigError(f"{cfg.where(f'{key}.heads')}: '{key}.heads' must map head names to "
+                          f"head configs, e.g. heads: {{pose: {{type: HeatmapHead}}}}")
+    for name, head in heads.items():
+        validate_component(cfg, f"{key}.heads.{name}", head, HEADS, provided=("in_channels",))
+
+
+def validate_config(cfg: LoadedConfig) -> None:
+    """Validate top-level keys and the model section; raise ConfigError naming key and file."""
+    for k, v in cfg.items():
+        if k not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"{cfg.where(k)}: unknown top-level key '{k}'"
+                              f"{_suggest(k, TOP_LEVEL_KEYS)}; allowed: {', '.join(TOP_LEVEL_KEYS)}")
+        types_, _ = TOP_LEVEL_KEYS[k]
+        if not isinstance(v, types_):
+            names = "/".join("null" if t is type(None) else t.__name__ for t in types_)
+            raise ConfigError(f"{cfg.where(k)}: '{k}' must be {names}, got {type(v).__name__} {v!r}")
+    if "model" in cfg:
+        validate_model_section(cfg, cfg["model"])

@@ -1,0 +1,97 @@
+"""A dense-prediction model: one backbone, an optional neck, and named task heads."""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .registry import BACKBONES, HEADS, NECKS, build
+
+
+class DensePredictor(nn.Module):
+    """``forward(x)`` returns ``{head_name: raw_output}`` (heatmaps or logits at 1/4 resolution).
+
+    State-dict keys are ``backbone.<official name>`` and ``heads.<head name>.<official name>``;
+    ``official_state_dict`` gives the official names for single-head models.
+    """
+
+    def __init__(self, backbone: nn.Module, heads: Mapping[str, nn.Module],
+                 neck: Optional[nn.Module] = None):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.heads = nn.ModuleDict(dict(heads))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.backbone(x)
+        if self.neck is not None:
+            feats = self.neck(feats)
+        return {name: head(feats) for name, head in self.heads.items()}
+
+    def official_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict under the official HRNet names (backbone keys bare, head keys bare)."""
+        out: dict[str, torch.Tensor] = {}
+        for key, value in self.state_dict().items():
+            name = official_key(key)
+            if name in out:
+                raise ValueError(f"two heads share the official key {name!r}; "
+                                 "official names are only defined for single-head models")
+            out[name] = value
+        return out
+
+
+def official_key(platform_key: str) -> str:
+    """``backbone.conv1.weight`` -> ``conv1.weight``; ``heads.pose.final_layer.w`` -> ``final_layer.w``."""
+    if platform_key.startswith("backbone."):
+        return platform_key[len("backbone."):]
+    if platform_key.startswith("heads."):
+        return platform_key.split(".", 2)[2]
+    return platform_key
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _model_section(config_or_path: Any, overrides: Any = ()) -> Mapping[str, Any]:
+    from .config import LoadedConfig, load_config
+
+    if isinstance(config_or_path, (str, os.PathLike)):
+        cfg: Mapping[str, Any] = load_config(config_or_path, overrides)
+    else:
+        cfg = config_or_path
+        if overrides:
+            raise ConfigError("overrides can only be applied when build_model is given a config path")
+    if isinstance(cfg, LoadedConfig) or "model" in cfg:
+        if "model" not in cfg:
+            raise ConfigError(f"{getattr(cfg, 'source', 'config')}: no 'model' section")
+        return cfg["model"]
+    return cfg
+
+
+def build_model(config_or_path: Any, overrides: Any = ()) -> DensePredictor:
+    """Build a model from a YAML path, a loaded config (with a ``model`` key) or a model mapping.
+
+    >>> model = build_model("configs/models/pose_hrnet_w32.yaml")
+    >>> model(torch.zeros(1, 3, 256, 192))["pose"].shape
+    torch.Size([1, 17, 64, 48])
+    """
+    # Importing the packages registers their components.
+    from . import backbones, heads  # noqa: F401
+
+    m = _model_section(config_or_path, overrides)
+    backbone = build(BACKBONES, m["backbone"], "model.backbone")
+    channels = backbone.out_channels
+    neck = None
+    if m.get("neck"):
+        neck = build(NECKS, m["neck"], "model.neck", in_channels=channels)
+        channels = neck.out_channels
+    head_cfgs = m.get("heads") or {}
+    if not head_cfgs:
+        raise ConfigError("model.heads is empty: add at least one head, e.g. {pose: {type: HeatmapHead}}")
+    built = {name: build(HEADS, h, f"model.heads.{name}", in_channels=channels)
+             for name, h in head_cfgs.items()}
+    return DensePredictor(backbone, built, neck)

@@ -1,0 +1,1 @@
+"""Top-down human pose estimation (COCO keypoints)."""
