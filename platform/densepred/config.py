@@ -234,7 +234,13 @@ def _type_ok(value: Any, hint: Any) -> bool:
 
 
 def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_hint_name(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if typing.get_args(hint):
+        return str(hint).replace("typing.", "")
+    return getattr(hint, "__name__", str(hint))
 
 
 def validate_component(cfg: LoadedConfig, key_path: str, comp: Any, registry: Any,
@@ -274,6 +280,7 @@ def validate_component(cfg: LoadedConfig, key_path: str, comp: Any, registry: An
 
 
 def validate_model_section(cfg: LoadedConfig, model: Any, key: str = "model") -> None:
+    from . import backbones, heads  # noqa: F401  (importing registers the components)
     from .registry import BACKBONES, HEADS, NECKS
 
     where = cfg.where(key)

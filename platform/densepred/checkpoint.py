@@ -1,0 +1,266 @@
+"""Load and save checkpoints in every format users bring, without unpickling arbitrary objects.
+
+Recognised formats (detected from the keys, no flag needed):
+
+* ``densepred``  — the platform's own files (``save_checkpoint``), platform key names.
+* ``official``   — official HRNet pose / segmentation checkpoints: a bare state dict, a dict with
+  ``state_dict``, keys optionally prefixed ``module.`` (DataParallel) or ``model.`` (the
+  segmentation code's ``FullModel``; its ``loss.*`` buffers are skipped).
+* ``imagenet``   — ImageNet-pretrained HRNet classification checkpoints: the backbone loads,
+  classification-only modules (``incre_modules``, ``downsamp_modules``, ``final_layer``,
+  ``classifier``) are reported and skipped.
+* ``mmpose`` / ``mmseg`` — OpenMMLab checkpoints: ``backbone.*`` always; the heatmap head from
+  ``head.final_layer`` / ``keypoint_head.final_layer`` where the model has one that fits; other
+  head weights are reported and skipped.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+from .model import official_key
+
+FORMAT_NAME = "densepred"
+FORMAT_VERSION = 1
+
+_BACKBONE_ROOTS = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")
+_IMAGENET_ONLY = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+# Metadata objects OpenMMLab and numpy put next to the weights; replaced by inert stand-ins.
+_STUB_MODULE_PREFIXES = ("mmengine.", "mmcv.", "mmpose.", "mmseg.", "mmdet.", "numpy.", "_codecs.")
+# mmengine's pickled metadata also references getattr; the stub replaces it, so nothing is looked up.
+_STUB_NAMES = {"builtins.getattr"}
+
+
+class _Stub:
+    """Inert stand-in for a metadata object: accepts any construction and state, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "_Stub":
+        return object.__new__(cls)
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _stub_for(name: str) -> tuple[Any, str]:
+    return (type(name.rsplit(".", 1)[-1], (_Stub,), {}), name)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True`` and user-facing errors.
+
+    Known metadata classes of OpenMMLab/numpy are replaced by inert stubs so that mmpose/mmseg
+    files load; any other Python object in the file is refused.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint file {p} not found")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {p} is empty (0 bytes): re-download or re-save it")
+    stubs: list[Any] = []
+    try:
+        if zipfile.is_zipfile(p):
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(p))
+            refused = [g for g in unsafe if not g.startswith(_STUB_MODULE_PREFIXES) and g not in _STUB_NAMES]
+            if refused:
+                raise CheckpointError(
+                    f"checkpoint {p} contains Python objects that are not loaded for safety "
+                    f"({', '.join(refused[:3])}); save only tensors, e.g. torch.save(model.state_dict(), ...)")
+            stubs = [_stub_for(g) for g in unsafe]
+        with torch.serialization.safe_globals(stubs):
+            return torch.load(str(p), map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as e:  # torch/pickle raise many types for damaged or foreign files
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(f"checkpoint {p} contains Python objects that are not loaded for "
+                                  f"safety; save only tensors (model.state_dict())") from None
+        raise CheckpointError(f"checkpoint {p} is truncated or not a PyTorch checkpoint ({msg}); "
+                              "re-download or re-save it") from None
+
+
+def _is_tensor_dict(d: Any) -> bool:
+    return isinstance(d, Mapping) and bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _strip(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def extract_state_dict(raw: Any, path: str = "checkpoint") -> tuple[str, dict[str, torch.Tensor]]:
+    """Return ``(format, state_dict)`` with wrapper prefixes removed (see module docstring)."""
+    if isinstance(raw, Mapping) and raw.get("format") == FORMAT_NAME:
+        return FORMAT_NAME, dict(raw["state_dict"])
+    sd: Any = raw
+    if isinstance(raw, Mapping):
+        for key in ("state_dict", "model", "model_state"):
+            if key in raw and _is_tensor_dict(raw[key]):
+                sd = raw[key]
+                break
+    if not _is_tensor_dict(sd):
+        found = ", ".join(list(raw)[:6]) if isinstance(raw, Mapping) else type(raw).__name__
+        raise CheckpointError(f"{path}: no state dict of tensors found (top-level keys: {found})")
+    sd = _strip(sd, "module.")
+    if any(k.startswith("backbone.") for k in sd):
+        heads = {k.split(".", 1)[0] for k in sd if not k.startswith("backbone.")}
+        fmt = "mmseg" if heads & {"decode_head", "auxiliary_head"} else "mmpose"
+        return fmt, sd
+    if any(k.startswith("model.") for k in sd):  # official segmentation FullModel
+        sd = {k[len("model."):] if k.startswith("model.") else k: v for k, v in sd.items()}
+    if any(k.startswith(("incre_modules.", "classifier.")) for k in sd):
+        return "imagenet", sd
+    return "official", sd
+
+
+@dataclass
+class LoadReport:
+    """What ``load_checkpoint`` did: counts plus every key it could not use."""
+
+    path: str
+    format: str
+    loaded: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"loaded {self.loaded} tensors from {self.path} ({self.format} format)"]
+        if self.skipped:
+            reasons = sorted(set(self.skipped.values()))
+            parts.append(f"skipped {len(self.skipped)} ({'; '.join(reasons)})")
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected")
+        if self.mismatched:
+            parts.append(f"{len(self.mismatched)} shape mismatches")
+        return ", ".join(parts)
+
+
+def _short(items: list[str], n: int = 4) -> str:
+    more = f", ... (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def map_to_model(fmt: str, sd: Mapping[str, torch.Tensor], model: nn.Module,
+                 report: LoadReport) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Rename checkpoint keys to the model's keys; return them and the model keys that must load."""
+    own = model.state_dict()
+    if fmt == FORMAT_NAME:
+        mapped = {}
+        for k, v in sd.items():
+            (mapped.__setitem__(k, v) if k in own else report.unexpected.append(k))
+        return mapped, set(own)
+
+    # official name -> model key; names shared by several heads are ambiguous
+    index: dict[str, Optional[str]] = {}
+    for k in own:
+        name = official_key(k)
+        index[name] = None if name in index else k
+    backbone_keys = {k for k in own if k.startswith("backbone.")}
+    mapped: dict[str, torch.Tensor] = {}
+    required = set(own)
+
+    def put(name: str, value: torch.Tensor, original: str) -> None:
+        target = index.get(name)
+        if target is None:
+            report.unexpected.append(original)
+        else:
+            mapped[target] = value
+
+    for k, v in sd.items():
+        if fmt in ("official", "imagenet"):
+            if k.startswith("loss."):
+                report.skipped[k] = "training loss buffers"
+            elif fmt == "imagenet" and k.startswith(_IMAGENET_ONLY):
+                report.skipped[k] = "classification-only"
+            else:
+                put(k, v, k)
+        else:  # mmpose / mmseg
+            if k.startswith("backbone."):
+                put(k[len("backbone."):], v, k)
+                continue
+            head_name = None
+            for prefix in ("head.", "keypoint_head."):
+                if k.startswith(prefix + "final_layer."):
+                    head_name = k[len(prefix):]
+            target = index.get(head_name) if head_name else None
+            if target is not None and own[target].shape == v.shape:
+                mapped[target] = v
+            else:
+                report.skipped[k] = f"{fmt} head without a matching head in this model"
+    if fmt in ("imagenet", "mmseg", "mmpose"):
+        # Only the backbone is guaranteed; heads are fine-tuned from scratch when absent.
+        required = backbone_keys | set(mapped)
+    return mapped, required
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> LoadReport:
+    """Load a checkpoint of any supported format into ``model`` (see the module docstring).
+
+    With ``strict`` (default) every required model key must be present with the right shape and no
+    checkpoint weight may be left unused; otherwise a ``CheckpointError`` lists missing, unexpected
+    and shape-mismatched keys. Returns a ``LoadReport``.
+    """
+    raw = read_checkpoint(path)
+    fmt, sd = extract_state_dict(raw, str(path))
+    report = LoadReport(str(path), fmt)
+    mapped, required = map_to_model(fmt, sd, model, report)
+    own = model.state_dict()
+    for k, v in list(mapped.items()):
+        if own[k].shape != v.shape:
+            report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
+            del mapped[k]
+    report.missing = [k for k in own if k in required and k not in mapped
+                      and not k.endswith("num_batches_tracked")
+                      and k not in {m[0] for m in report.mismatched}]
+    if strict and (report.missing or report.unexpected or report.mismatched):
+        details = []
+        if report.missing:
+            details.append(f"{len(report.missing)} missing: {_short(report.missing)}")
+        if report.unexpected:
+            details.append(f"{len(report.unexpected)} unexpected: {_short(report.unexpected)}")
+        if report.mismatched:
+            shown = [f"{k} checkpoint {list(a)} vs model {list(b)}" for k, a, b in report.mismatched]
+            details.append(f"{len(report.mismatched)} shape mismatches: {_short(shown, 3)}")
+        raise CheckpointError(
+            f"checkpoint {path} ({fmt} format) does not fit this model: {'; '.join(details)}. "
+            "Check that the config matches the checkpoint (e.g. width, number of keypoints/classes)")
+    model.load_state_dict(mapped, strict=False)
+    report.loaded = len(mapped)
+    return report
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module | Mapping[str, torch.Tensor],
+                    meta: Optional[Mapping[str, Any]] = None, **extra: Any) -> Path:
+    """Write a platform checkpoint atomically (temp file + rename); values must be tensors or plain
+    Python data so the file loads with ``weights_only=True``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sd = model.state_dict() if isinstance(model, nn.Module) else dict(model)
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
+               "state_dict": {k: v.detach().cpu() for k, v in sd.items()},
+               "meta": dict(meta or {}), **extra}
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return p

@@ -1,0 +1,54 @@
+"""The `platform` command: help on every subcommand, models listing, convert, one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+from densepred.cli import build_parser, main
+
+SEG_SMALL = REPO / "configs" / "models" / "seg_hrnetv2_w18_small_v1.yaml"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "densepred.cli", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_every_subcommand_has_help():
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"models", "convert"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+
+
+def test_models_lists_configs_with_parameter_counts(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "HRNet" in out and "HeatmapHead" in out and "HRNetV2SegHead" in out
+    assert "pose_hrnet_w32" in out and "28,536,113" in out
+    assert "seg_hrnetv2_w48" in out and "65,859,379" in out
+
+
+def test_convert_official_segmentation_checkpoint(tmp_path, reference_dir):
+    src = tmp_path / "official.pth"
+    torch.save({"model." + k: v for k, v in torch.load(reference_dir / "seg_hrnetv2_w18_small_v1.pt")["state_dict"].items()}, src)
+    out = tmp_path / "converted.pth"
+    assert main(["convert", str(SEG_SMALL), str(src), str(out)]) == 0
+    raw = torch.load(out, weights_only=True)
+    assert raw["format"] == "densepred" and raw["meta"]["source_format"] == "official"
+    assert "heads.seg.last_layer.3.weight" in raw["state_dict"]
+
+
+def test_errors_are_one_line_with_status_2(tmp_path, reference_dir):
+    res = run_cli("convert", str(SEG_SMALL), str(reference_dir / "pose_hrnet_tiny.pt"), str(tmp_path / "o.pth"))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: checkpoint") and "does not fit" in lines[0]
+    res = run_cli("convert", str(tmp_path / "missing.yaml"), "x.pth", "y.pth")
+    assert res.returncode == 2 and res.stderr.strip().startswith("error: config file")
