@@ -66,6 +66,101 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# --------------------------------------------------------------------------- train / eval
+
+def _task_config(args: argparse.Namespace):
+    from .config import load_config
+
+    return load_config(args.task, args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.launch import train
+
+    cfg = _task_config(args)
+    summary = train(cfg, workers=args.workers, use_gpu=args.gpu or None, address=args.address,
+                    resume=args.resume)
+    m = summary["metrics"]
+    print(f"\n[train] finished: epoch {m.get('epoch')}, loss {m.get('loss', float('nan')):.6f}"
+          + (f", AP {m['AP']:.4f}" if "AP" in m else "") + (f", best {m['best']:.4f}" if m.get("best") is not None else ""))
+    print(f"[train] run folder: {summary['run_dir']}")
+    if summary["best_checkpoint"]:
+        print(f"[train] best checkpoint: {summary['best_checkpoint']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .tasks.base import build_task
+
+    cfg = _task_config(args)
+    task = build_task(cfg)
+    out_dir = Path(args.out) if args.out else None
+    if args.predictions:
+        stats = task.evaluate_file(args.predictions, out_dir)
+    else:
+        if not args.checkpoint:
+            raise PlatformError("give --checkpoint CKPT (a model to run) or --predictions FILE (results to score)")
+        model = task.build_model()
+        print(load_checkpoint(model, args.checkpoint).summary())
+        stats = task.evaluate(model, out_dir, torch.device("cpu"),
+                              progress=_progress("eval"))
+    print(task.format_metrics(stats))
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "metrics.json").write_text(json.dumps(stats, indent=2))
+        print(f"wrote {out_dir / 'metrics.json'}")
+    return 0
+
+
+def _progress(label: str):
+    def show(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            print(f"  {label} {done}/{total}", flush=True)
+    return show
+
+
+# --------------------------------------------------------------------------- data
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
+    from .tasks.pose.demo_data import make_pose_demo
+
+    out = Path(args.out)
+    summary = make_pose_demo(out / "coco", num_train_images=args.pose_train, num_val_images=args.pose_val,
+                             seed=args.seed)
+    print(f"pose demo (COCO keypoint format): {out / 'coco'}  {_short_summary(summary)}")
+    return 0
+
+
+def _short_summary(summary: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in summary.items() if isinstance(v, (int, float)))
+
+
+def cmd_data_browse(args: argparse.Namespace) -> int:
+    from .tasks.base import build_task
+
+    task = build_task(_task_config(args))
+    written = task.browse(args.split, Path(args.out), args.limit)
+    print(f"wrote {written} samples to {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .tasks.base import build_task
+
+    task = build_task(_task_config(args))
+    model = task.build_model()
+    print(load_checkpoint(model, args.checkpoint).summary())
+    task.predict(model, args.input, Path(args.out), boxes=args.boxes)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -101,6 +196,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-strict", action="store_true", help="load what fits instead of failing on mismatches")
     _add_set(p)
     p.set_defaults(func=cmd_convert)
+
+
+    p = sub.add_parser("train", help="train a task on Ray Train workers",
+                       description="Train TASK (a task YAML) with Ray Train: a local Ray instance by default, "
+                                   "an existing cluster with --address. Re-running the same run name resumes.")
+    p.add_argument("task", help="task YAML, e.g. tasks/pose_coco.yaml")
+    p.add_argument("--workers", type=int, default=None, help="number of Ray Train workers (default: ray.workers)")
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (AMP fp16)")
+    p.add_argument("--address", default=None, help="Ray cluster address, e.g. 10.0.0.1:6379 or auto")
+    p.add_argument("--resume", action="store_true", help="continue the run named by run_name (error if absent)")
+    _add_set(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint or a results file",
+                       description="Evaluate a model checkpoint on the task's validation split, or score a "
+                                   "results file (COCO keypoint results JSON) against the task's annotations.")
+    p.add_argument("task", help="task YAML")
+    p.add_argument("--checkpoint", help="checkpoint (any supported format)")
+    p.add_argument("--predictions", help="results file to score instead of running a model")
+    p.add_argument("--out", help="folder for metrics.json and the results")
+    _add_set(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="run a model on images, a folder or a video and draw the results",
+                       description="Predict on an image, a folder of images or a video; writes COCO-format "
+                                   "results and pictures. Without --boxes each image is one person box.")
+    p.add_argument("task", help="task YAML")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (any supported format)")
+    p.add_argument("--input", required=True, help="image, folder of images, or video file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--boxes", help="person detections (COCO results JSON; image_id = file stem or index)")
+    _add_set(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("data", help="make demo data or inspect a task's samples",
+                       description="Data tools: `data demo` writes the synthetic datasets, `data browse` "
+                                   "draws and dumps what the network sees.")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    q = dsub.add_parser("demo", help="write the synthetic demo datasets (COCO keypoint layout)",
+                        description="Write small synthetic datasets in the official formats under OUT.")
+    q.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
+    q.add_argument("--pose-train", type=int, default=300, help="pose training images")
+    q.add_argument("--pose-val", type=int, default=60, help="pose validation images")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_data_demo)
+    q = dsub.add_parser("browse", help="write pictures and .npz of the samples a task feeds the network",
+                        description="For each sample write a picture (crop, target heatmaps, keypoints) and "
+                                    "an .npz with the network input crop (uint8 RGB), targets, weights, "
+                                    "center and scale.")
+    q.add_argument("task", help="task YAML")
+    q.add_argument("--split", choices=["train", "val"], default="val")
+    q.add_argument("--out", required=True, help="output folder")
+    q.add_argument("--limit", type=int, default=20, help="number of samples (default 20)")
+    _add_set(q)
+    q.set_defaults(func=cmd_data_browse)
 
     for register in EXTRA_COMMANDS:
         register(sub)

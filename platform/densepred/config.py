@@ -286,7 +286,7 @@ def validate_model_section(cfg: LoadedConfig, model: Any, key: str = "model") ->
     where = cfg.where(key)
     if not isinstance(model, Mapping):
         raise ConfigError(f"{where}: '{key}' must be a mapping with backbone and heads")
-    allowed = {"backbone", "neck", "heads", "init_cfg"}
+    allowed = {"backbone", "neck", "heads"}
     for k in model:
         if k not in allowed:
             raise ConfigError(f"{cfg.where(f'{key}.{k}')}: unknown key '{key}.{k}'"
@@ -316,3 +316,24 @@ def validate_config(cfg: LoadedConfig) -> None:
             raise ConfigError(f"{cfg.where(k)}: '{k}' must be {names}, got {type(v).__name__} {v!r}")
     if "model" in cfg:
         validate_model_section(cfg, cfg["model"])
+
+
+def parse_section(cfg: Mapping[str, Any], key: str, cls: type) -> Any:
+    """Build the dataclass ``cls`` from ``cfg[key]``; unknown keys and wrong types name the key and
+    the file that set it."""
+    import dataclasses
+
+    raw = cfg.get(key) or {}
+    where = cfg.where if isinstance(cfg, LoadedConfig) else (lambda _k: "config")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where(key)}: '{key}' must be a mapping, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for k, v in raw.items():
+        if k not in fields:
+            raise ConfigError(f"{where(f'{key}.{k}')}: unknown key '{key}.{k}'{_suggest(k, fields)}; "
+                              f"allowed: {', '.join(fields)}")
+        if not _type_ok(v, hints.get(k, Any)):
+            raise ConfigError(f"{where(f'{key}.{k}')}: {key}.{k} must be {_hint_name(hints[k])}, "
+                              f"got {type(v).__name__} {v!r}")
+    return cls(**raw)

@@ -43,6 +43,21 @@ class DensePredictor(nn.Module):
         return out
 
 
+def init_weights(module: nn.Module) -> None:
+    """The official HRNet initialisation: conv weights N(0, 0.001), biases 0, BN weight 1 / bias 0.
+
+    (PyTorch's default init makes the heatmap head start far from the ~0 targets and slows training.)
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, std=0.001)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+
+
 def official_key(platform_key: str) -> str:
     """``backbone.conv1.weight`` -> ``conv1.weight``; ``heads.pose.final_layer.w`` -> ``final_layer.w``."""
     if platform_key.startswith("backbone."):
@@ -94,4 +109,6 @@ def build_model(config_or_path: Any, overrides: Any = ()) -> DensePredictor:
         raise ConfigError("model.heads is empty: add at least one head, e.g. {pose: {type: HeatmapHead}}")
     built = {name: build(HEADS, h, f"model.heads.{name}", in_channels=channels)
              for name, h in head_cfgs.items()}
-    return DensePredictor(backbone, built, neck)
+    model = DensePredictor(backbone, built, neck)
+    init_weights(model)
+    return model

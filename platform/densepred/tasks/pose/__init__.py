@@ -1,1 +1,2 @@
-"""Top-down human pose estimation (COCO keypoints)."""
+"""Top-down human pose estimation (COCO keypoints). Importing registers the task's components."""
+from . import codec, evaluation, task  # noqa: F401

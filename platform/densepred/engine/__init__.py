@@ -1,0 +1,1 @@
+"""Task-agnostic training engine: per-worker loop, Ray Train launch, inference helpers."""

@@ -1,0 +1,49 @@
+"""Optimizers and learning-rate schedules from config mappings."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ConfigError
+
+SCHEDULERS = ("MultiStepLR", "PolyLR", "CosineAnnealingLR", "ConstantLR")
+
+
+def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``{type: Adam|AdamW|SGD, lr: ..., **kwargs}`` -> a torch optimizer."""
+    args = dict(cfg or {"type": "Adam", "lr": 1e-3})
+    name = args.pop("type", "Adam")
+    cls = getattr(torch.optim, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, torch.optim.Optimizer):
+        raise ConfigError(f"optimizer.type {name!r} is not a torch.optim optimizer (e.g. Adam, AdamW, SGD)")
+    try:
+        return cls(params, **args)
+    except TypeError as e:
+        raise ConfigError(f"optimizer ({name}): {e}") from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any],
+                    total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Schedules step once per epoch, or once per iteration with ``by_iter: true`` (``total_steps``
+    is then the number of iterations). ``PolyLR``: lr * (1 - t/total)^power."""
+    args = dict(cfg or {"type": "ConstantLR"})
+    name = args.pop("type", "ConstantLR")
+    args.pop("by_iter", None)
+    if name == "PolyLR":
+        power = float(args.pop("power", 0.9))
+        floor = float(args.pop("min_lr_ratio", 0.0))
+        if args:
+            raise ConfigError(f"scheduler (PolyLR): unknown key(s) {sorted(args)}; allowed: power, min_lr_ratio, by_iter")
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda t: max(floor, (1 - min(t, total_steps) / max(1, total_steps)) ** power))
+    if name == "ConstantLR":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0)
+    if name == "CosineAnnealingLR":
+        args.setdefault("T_max", total_steps)
+    if name not in SCHEDULERS:
+        raise ConfigError(f"scheduler.type {name!r} is not supported; choose one of {', '.join(SCHEDULERS)}")
+    try:
+        return getattr(torch.optim.lr_scheduler, name)(optimizer, **args)
+    except TypeError as e:
+        raise ConfigError(f"scheduler ({name}): {e}") from None

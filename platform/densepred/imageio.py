@@ -1,0 +1,25 @@
+"""Image reading shared by all tasks, with errors that name the file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import DataError
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as uint8 RGB (H, W, 3); DataError naming the file if missing or undecodable."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"image file {p} not found")
+    data = np.fromfile(str(p), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    if image is not None and p.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-32:].tobytes():
+        # OpenCV decodes a truncated JPEG into a partly grey image; the missing end marker tells.
+        raise DataError(f"image file {p} is truncated (no JPEG end marker); re-copy or remove it")
+    if image is None:
+        raise DataError(f"image file {p} is corrupt or not an image (OpenCV cannot decode it)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,61 @@
+"""The Task interface: what the engine needs from a task, and nothing about Ray or training loops."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+
+class Task:
+    """A task bundles its datasets, loss, inference and evaluation around a ``DensePredictor``.
+
+    Subclasses register in ``TASKS`` and are built from the ``task`` section of a config, with the
+    whole config passed as ``cfg``.
+    """
+
+    #: name of the metric used to pick the best checkpoint, and whether larger is better
+    primary_metric: str = "score"
+    greater_is_better: bool = True
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = cfg
+
+    def validate(self) -> None:
+        """Parse the config sections the task owns; raise ConfigError on mistakes."""
+
+    def build_model(self) -> nn.Module:
+        from ..model import build_model
+
+        return build_model(self.cfg)
+
+    def build_dataset(self, split: str) -> Dataset:
+        """``split`` is ``train`` (augmented) or ``val``."""
+        raise NotImplementedError
+
+    def collate(self, samples: list[dict]) -> dict:
+        return torch.utils.data.default_collate(samples)
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, out_dir: Optional[Path], device: torch.device,
+                 progress: Optional[Callable[[int, int], None]] = None) -> dict[str, float]:
+        """Run inference on the validation split and compute the task's metrics."""
+        raise NotImplementedError
+
+
+def build_task(cfg: Mapping[str, Any]) -> Task:
+    """Build the task named in ``cfg['task']['type']``."""
+    from ..errors import ConfigError
+    from ..registry import TASKS, lookup
+    from . import pose  # noqa: F401  (registers tasks)
+
+    section = cfg.get("task") or {}
+    if "type" not in section:
+        raise ConfigError(f"{getattr(cfg, 'source', 'config')}: no task.type set (e.g. task: {{type: PoseTask}})")
+    task = lookup(TASKS, section["type"], "task.type")(cfg)
+    task.validate()
+    return task

@@ -1,0 +1,214 @@
+"""Top-down pose task: COCO data, heatmap codec, joints MSE loss, flip-test inference, COCO OKS AP."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ...config import parse_section
+from ...registry import LOSSES, TASKS, build
+from ..base import Task
+from .codec import HeatmapCodec
+from .coco_meta import FLIP_PAIRS, PIXEL_STD
+from .dataset import CocoPoseDataset, worker_init
+from .evaluation import CocoKeypointMetric, evaluate_keypoints, format_table, load_results, to_coco_results
+from .geometry import flip_back
+from .transforms import AugmentConfig
+
+
+@LOSSES.register_module()
+class JointsMSELoss(nn.Module):
+    """Official joints MSE: ``0.5 * mean((w * (pred - gt))^2)`` over batch, joints and pixels."""
+
+    def __init__(self, use_target_weight: bool = True):
+        super().__init__()
+        self.use_target_weight = use_target_weight
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, target_weight: torch.Tensor) -> torch.Tensor:
+        diff = pred.float() - target
+        if self.use_target_weight:
+            diff = diff * target_weight.unsqueeze(-1)
+        return 0.5 * diff.pow(2).mean()
+
+
+@dataclass
+class PoseData:
+    """``data`` section of a pose task YAML (see tasks/pose_coco.yaml for each key)."""
+
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    input_size: list[int] = field(default_factory=lambda: [192, 256])
+    heatmap_size: list[int] = field(default_factory=lambda: [48, 64])
+    sigma: float = 2.0
+    encoding: str = "msra"
+    decoding: str = "argmax"
+    use_joint_weights: bool = False
+    det_score_thr: float = 0.0
+    batch_size: int = 32
+    val_batch_size: int = 64
+    loader_workers: int = 2
+    augment: dict = field(default_factory=dict)
+
+
+@dataclass
+class PoseEval:
+    """``evaluation`` section: flip test and the official rescoring + OKS NMS settings."""
+
+    interval: int = 10
+    flip_test: bool = True
+    use_nms: bool = True
+    soft_nms: bool = False
+    oks_thre: float = 0.9
+    in_vis_thre: float = 0.2
+
+
+@TASKS.register_module()
+class PoseTask(Task):
+    primary_metric = "AP"
+
+    def validate(self) -> None:
+        cfg = self.cfg
+        self.data = parse_section(cfg, "data", PoseData)
+        self.eval_cfg = parse_section(cfg, "evaluation", PoseEval)
+        self.augment = parse_section({"augment": self.data.augment}, "augment", AugmentConfig)
+        self.codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
+                                  self.data.encoding, self.data.decoding, self.data.use_joint_weights)
+        task = dict(cfg.get("task") or {})
+        self.criterion = build(LOSSES, task.get("loss") or {"type": "JointsMSELoss"}, "task.loss")
+        unknown = set(task) - {"type", "loss"}
+        if unknown:
+            from ...errors import ConfigError
+            raise ConfigError(f"unknown key(s) {sorted(unknown)} in 'task' for PoseTask; allowed: type, loss")
+        self._val: Optional[CocoPoseDataset] = None
+
+    # ------------------------------------------------------------------ data
+    @property
+    def data_root(self) -> str:
+        return self.cfg.get("data_root") or "data/coco"
+
+    def build_dataset(self, split: str, strict_images: bool = False) -> CocoPoseDataset:
+        train = split == "train"
+        name = self.data.train_split if train else self.data.val_split
+        return CocoPoseDataset(self.data_root, name, self.codec, train=train,
+                               bbox_file=None if train else self.cfg.get("bbox_file"),
+                               det_score_thr=self.data.det_score_thr, augment_cfg=self.augment,
+                               seed=int(self.cfg.get("seed", 0)), strict_images=strict_images)
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        return self.criterion(outputs["pose"], batch["target"], batch["target_weight"])
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def infer_heatmaps(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Heatmaps for normalised crops, averaged with the flipped input when flip test is on."""
+        heatmaps = model(images)["pose"].float()
+        if self.eval_cfg.flip_test:
+            flipped = model(images.flip(3))["pose"].float()
+            heatmaps = (heatmaps + flip_back(flipped, FLIP_PAIRS, shift=self.codec.flip_shift)) * 0.5
+        return heatmaps
+
+    def persons_from_batch(self, heatmaps: torch.Tensor, batch: Mapping[str, Any]) -> list[dict]:
+        """Decode heatmaps to per-person dicts in original image pixels (metric/predict format)."""
+        centers = batch["center"].numpy()
+        scales = batch["scale"].numpy()
+        preds, maxvals = self.codec.decode(heatmaps.cpu().numpy(), centers, scales)
+        out = []
+        for i in range(len(preds)):
+            out.append({
+                "image_id": int(batch["image_id"][i]),
+                "keypoints": np.concatenate([preds[i], maxvals[i]], axis=1),
+                "score": float(batch["score"][i]),
+                "area": float(scales[i][0] * scales[i][1] * PIXEL_STD * PIXEL_STD),
+                "center": centers[i], "scale": scales[i],
+            })
+        return out
+
+    def val_dataset(self) -> CocoPoseDataset:
+        if self._val is None:
+            self._val = self.build_dataset("val")
+        return self._val
+
+    def loader(self, dataset: Any, batch_size: int, shuffle: bool = False, workers: Optional[int] = None) -> DataLoader:
+        workers = self.data.loader_workers if workers is None else workers
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          worker_init_fn=worker_init, persistent_workers=False, collate_fn=self.collate)
+
+    def evaluate(self, model: nn.Module, out_dir: Optional[Path], device: torch.device,
+                 progress: Optional[Callable[[int, int], None]] = None,
+                 autocast: Optional[Callable[[], Any]] = None) -> dict[str, float]:
+        """COCO keypoint AP of ``model`` on the validation split (official rescoring + OKS NMS)."""
+        ds = self.val_dataset()
+        metric = CocoKeypointMetric(str(ds.ann_file), use_nms=self.eval_cfg.use_nms,
+                                    soft_nms=self.eval_cfg.soft_nms, oks_thre=self.eval_cfg.oks_thre,
+                                    in_vis_thre=self.eval_cfg.in_vis_thre)
+        was_training = model.training
+        model.eval()
+        faults: list[str] = []
+        loader = self.loader(ds, self.data.val_batch_size)
+        for step, batch in enumerate(loader):
+            keep = [i for i, f in enumerate(batch["fault"]) if not f]
+            faults += [f for f in batch["fault"] if f]
+            images = batch["image"].to(device)
+            if autocast is not None:
+                with autocast():
+                    heatmaps = self.infer_heatmaps(model, images)
+            else:
+                heatmaps = self.infer_heatmaps(model, images)
+            persons = self.persons_from_batch(heatmaps, batch)
+            metric.process([persons[i] for i in keep])
+            if progress:
+                progress(step + 1, len(loader))
+        model.train(was_training)
+        stats = metric.compute(out_dir)
+        if faults:
+            stats["faults"] = float(len(faults))
+        return stats
+
+    def evaluate_file(self, results_file: str | Path, out_dir: Optional[Path] = None) -> dict[str, float]:
+        """Score a COCO keypoint results file against the validation annotations (no NMS, as given)."""
+        ann = Path(self.data_root) / "annotations" / f"person_keypoints_{self.data.val_split}.json"
+        return evaluate_keypoints(str(ann), load_results(results_file),
+                                  out_json=(out_dir / "metrics.json") if out_dir else None)
+
+    def format_metrics(self, stats: Mapping[str, float]) -> str:
+        return format_table(dict(stats), title="COCO keypoint evaluation (pycocotools)")
+
+    # ------------------------------------------------------------------ inspection
+    def browse(self, split: str, out_dir: Path, limit: int = 20) -> int:
+        """Per sample: a picture (crop | crop + target heatmaps, keypoints drawn) and an .npz with
+        the network input crop (uint8 RGB), targets, weights, center and scale."""
+        import cv2
+
+        from .visualize import draw_skeleton, heatmap_panel
+
+        ds = self.build_dataset(split, strict_images=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        n = min(limit, len(ds))
+        for i in range(n):
+            s = ds.load(i)
+            target, weight = self.codec.encode(s["joints"], s["joints_vis"])
+            r = ds.records[i]
+            stem = f"{i:05d}_img{r.image_id}"
+            np.savez_compressed(out_dir / f"{stem}.npz", image=s["patch"], target=target.astype(np.float32),
+                                target_weight=weight.astype(np.float32), joints=s["joints"].astype(np.float32),
+                                joints_vis=s["joints_vis"].astype(np.float32),
+                                center=np.asarray(s["center"], np.float32), scale=np.asarray(s["scale"], np.float32),
+                                rotation=np.float32(s["rotation"]), image_file=r.image_file)
+            kp = np.concatenate([s["joints"][:, :2], s["joints_vis"][:, :1]], axis=1)
+            panel = heatmap_panel(draw_skeleton(s["patch"], kp, thr=0.5, radius=2, thickness=1), target)
+            panel = cv2.resize(panel, (panel.shape[1] * 2, panel.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
+            cv2.imwrite(str(out_dir / f"{stem}.jpg"), panel[:, :, ::-1])
+        return n
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, model: nn.Module, source: str, out_dir: Path, boxes: Optional[str] = None,
+                device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+        """Predict on an image, a folder of images or a video; write results.json and pictures."""
+        from .predict import run_prediction
+
+        return run_prediction(self, model, Path(source), out_dir, boxes, device)

@@ -1,0 +1,93 @@
+"""Top-down pose augmentation and cropping with the official HRNet semantics.
+
+Everything works on one person record at a time: ``center``/``scale`` (200-px units), joints
+(K, 3) and joints_vis (K, 3). Randomness comes from an explicit ``np.random.Generator`` so a run
+is reproducible per worker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .coco_meta import FLIP_PAIRS, PIXEL_STD, UPPER_BODY_IDS
+from .geometry import affine_transform, fliplr_joints
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation of the official recipe (``data.augment`` in the task YAML)."""
+
+    flip: bool = True
+    scale_factor: float = 0.35
+    rotation_factor: float = 45.0
+    rotation_prob: float = 0.6
+    half_body_prob: float = 0.3
+    half_body_min_joints: int = 8
+
+
+def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: float,
+                  rng: np.random.Generator) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Box around the upper or lower body (official ``half_body_transform``); None if too few joints."""
+    visible = joints_vis[:, 0] > 0
+    upper_mask = np.zeros(len(joints), bool)
+    upper_mask[UPPER_BODY_IDS] = True
+    upper = joints[visible & upper_mask]
+    lower = joints[visible & ~upper_mask]
+    if rng.standard_normal() < 0.5 and len(upper) > 2:
+        chosen = upper
+    else:
+        chosen = lower if len(lower) > 2 else upper
+    if len(chosen) < 2:
+        return None
+    chosen = chosen[:, :2].astype(np.float32)
+    center = chosen.mean(axis=0)
+    w, h = chosen.max(axis=0) - chosen.min(axis=0)
+    if w > aspect_ratio * h:
+        h = w / aspect_ratio
+    elif w < aspect_ratio * h:
+        w = h * aspect_ratio
+    scale = np.array([w / PIXEL_STD, h / PIXEL_STD], dtype=np.float32) * 1.5
+    return center, scale
+
+
+def augment(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, center: np.ndarray,
+            scale: np.ndarray, aug: AugmentConfig, aspect_ratio: float, rng: np.random.Generator):
+    """Random half-body, scale, rotation and flip. Returns (image, joints, joints_vis, center, scale, rot)."""
+    center, scale = center.copy(), scale.copy()
+    if aug.half_body_prob > 0 and joints_vis[:, 0].sum() > aug.half_body_min_joints \
+            and rng.random() < aug.half_body_prob:
+        hb = half_body_box(joints, joints_vis, aspect_ratio, rng)
+        if hb is not None:
+            center, scale = hb
+    sf, rf = aug.scale_factor, aug.rotation_factor
+    scale = scale * np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf)
+    rot = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2)) if rng.random() <= aug.rotation_prob else 0.0
+    if aug.flip and rng.random() <= 0.5:
+        image = image[:, ::-1, :]
+        joints, joints_vis = fliplr_joints(joints, joints_vis, image.shape[1], FLIP_PAIRS)
+        center[0] = image.shape[1] - center[0] - 1
+    return image, joints, joints_vis, center, scale, rot
+
+
+def crop(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, trans: np.ndarray,
+         input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Warp with the (2, 3) image->crop matrix ``trans`` to ``input_size`` (W, H); joints follow."""
+    patch = cv2.warpAffine(np.ascontiguousarray(image), trans, (int(input_size[0]), int(input_size[1])),
+                           flags=cv2.INTER_LINEAR)
+    joints = joints.copy()
+    vis = joints_vis[:, 0] > 0
+    if vis.any():
+        joints[vis, :2] = affine_transform(joints[vis, :2], trans)
+    return patch, joints
+
+
+def normalize(patch_rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB HxWx3 -> float32 3xHxW with ImageNet mean/std (as the official ToTensor+Normalize)."""
+    x = patch_rgb.astype(np.float32) / 255.0
+    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()

@@ -1,0 +1,47 @@
+"""Pictures for people: skeletons on images, heatmaps beside crops."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .coco_meta import SKELETON
+
+# Left limbs warm, right limbs cool, centre green: left/right mistakes are visible at a glance.
+_LEFT, _RIGHT, _MID = (255, 128, 0), (0, 160, 255), (60, 200, 60)
+
+
+def _limb_color(a: int, b: int) -> tuple[int, int, int]:
+    side = {i: ("L" if i % 2 == 1 else "R") for i in range(1, 17)}
+    sa, sb = side.get(a, "M"), side.get(b, "M")
+    if sa == sb == "L":
+        return _LEFT
+    if sa == sb == "R":
+        return _RIGHT
+    return _MID
+
+
+def draw_skeleton(image_rgb: np.ndarray, keypoints: np.ndarray, thr: float = 0.2,
+                  radius: int = 3, thickness: int = 2) -> np.ndarray:
+    """Draw one person's (K, 3) keypoints (x, y, confidence or visibility) on a copy of the image."""
+    out = np.ascontiguousarray(image_rgb.copy())
+    kp = np.asarray(keypoints, dtype=np.float32)
+    for a, b in SKELETON:
+        if kp[a, 2] > thr and kp[b, 2] > thr:
+            pa = tuple(int(round(v)) for v in kp[a, :2])
+            pb = tuple(int(round(v)) for v in kp[b, :2])
+            cv2.line(out, pa, pb, _limb_color(a, b), thickness, cv2.LINE_AA)
+    for i, (x, y, c) in enumerate(kp):
+        if c > thr:
+            color = _LEFT if i % 2 == 1 else (_RIGHT if i > 0 else _MID)
+            cv2.circle(out, (int(round(x)), int(round(y))), radius, color, -1, cv2.LINE_AA)
+    return out
+
+
+def heatmap_panel(patch_rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The crop with the summed target heatmaps overlaid in red, side by side with the plain crop."""
+    h, w = patch_rgb.shape[:2]
+    heat = cv2.resize(target.max(axis=0), (w, h), interpolation=cv2.INTER_LINEAR)
+    heat = np.clip(heat, 0, 1)
+    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    blend = (0.5 * patch_rgb + 0.5 * colour).astype(np.uint8)
+    return np.concatenate([patch_rgb, blend], axis=1)
