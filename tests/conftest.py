@@ -31,3 +31,25 @@ TINY_POSE_MODEL = {
     },
     "heads": {"pose": {"type": "HeatmapHead", "num_keypoints": 17}},
 }
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance shared by every test that trains (ray.init costs seconds)."""
+    import ray
+
+    from densepred.engine.launch import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_pose_demo(tmp_path_factory):
+    """A very small COCO-format demo set for training tests."""
+    from densepred.tasks.pose.demo_data import make_pose_demo
+
+    root = tmp_path_factory.mktemp("tiny_demo") / "coco"
+    make_pose_demo(root, num_train_images=6, num_val_images=3, seed=5, progress=False)
+    return root

@@ -82,6 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(cfg, workers=args.workers, use_gpu=args.gpu or None, address=args.address,
                     resume=args.resume)
     m = summary["metrics"]
+    if m.get("already_finished"):
+        print(f"[train] nothing to do: run folder {summary['run_dir']} is complete")
+        return 0
     print(f"\n[train] finished: epoch {m.get('epoch')}, loss {m.get('loss', float('nan')):.6f}"
           + (f", AP {m['AP']:.4f}" if "AP" in m else "") + (f", best {m['best']:.4f}" if m.get("best") is not None else ""))
     print(f"[train] run folder: {summary['run_dir']}")

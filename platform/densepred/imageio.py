@@ -23,3 +23,8 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     if image is None:
         raise DataError(f"image file {p} is corrupt or not an image (OpenCV cannot decode it)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def loader_worker_init(_: int) -> None:
+    """DataLoader worker setup: OpenCV's own threads inside loader workers deadlock or oversubscribe."""
+    cv2.setNumThreads(0)

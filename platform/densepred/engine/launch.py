@@ -49,6 +49,26 @@ def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) ->
     ray.init(**kwargs)
 
 
+def fit_cpus_per_worker(workers: int, wanted: int, use_gpu: bool) -> int:
+    """CPUs per worker that the cluster can actually grant (Ray would otherwise wait forever)."""
+    import ray
+
+    total = int(ray.cluster_resources().get("CPU", 0))
+    if use_gpu:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus < workers:
+            raise PlatformError(f"--gpu with {workers} worker(s) needs {workers} GPU(s); the Ray cluster has {gpus}")
+    if workers * wanted <= total:
+        return wanted
+    fitted = total // workers
+    if fitted < 1:
+        raise PlatformError(f"{workers} workers need at least {workers} CPUs; the Ray cluster has {total}. "
+                            "Use fewer --workers or add nodes (see README: Running on a Ray cluster)")
+    print(f"[train] ray.cpus_per_worker={wanted} does not fit {workers} workers on {total} CPUs; "
+          f"using {fitted} per worker", flush=True)
+    return fitted
+
+
 def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = None,
           address: Optional[str] = None, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary with the final metrics and paths."""
@@ -77,11 +97,12 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
         print(f"[train] run folder {run_dir} exists: resuming from its latest checkpoint if it has one "
               "(use --set run_name=NEW to start a new run)", flush=True)
     ensure_ray(address, num_cpus=None)
+    cpus = fit_cpus_per_worker(workers, settings.cpus_per_worker, use_gpu)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": cfg, "threads": settings.cpus_per_worker},
+        train_loop_config={"cfg": cfg, "threads": cpus},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": settings.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
             name=cfg["run_name"], storage_path=cfg["work_dir"],
             checkpoint_config=CheckpointConfig(num_to_keep=max(1, train_settings.keep_checkpoints)),

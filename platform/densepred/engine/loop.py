@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import parse_section
+from ..imageio import loader_worker_init
 from ..tasks.base import Task, build_task
 from .optim import build_optimizer, build_scheduler
 
@@ -154,9 +155,8 @@ def train_worker(config: dict) -> None:
                                      drop_last=True)
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    from ..tasks.pose.dataset import worker_init  # cv2 thread setup, shared by all tasks
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=len(dataset) >= batch_size * world,
-                        num_workers=task.data.loader_workers, worker_init_fn=worker_init,
+                        num_workers=task.data.loader_workers, worker_init_fn=loader_worker_init,
                         collate_fn=task.collate, persistent_workers=False)
     iters_per_epoch = max(1, len(loader))
     optimizer = build_optimizer(core.parameters(), cfg.get("optimizer") or {})
@@ -190,6 +190,13 @@ def train_worker(config: dict) -> None:
                   f"(best {task.primary_metric} so far: {best})", flush=True)
 
     run_dir = run_dir_of(cfg)
+    if start_epoch >= settings.epochs:
+        if rank == 0:
+            print(f"[train] run {cfg['run_name']} already finished its {settings.epochs} epochs; "
+                  "raise train.epochs to continue it or use --set run_name=NEW", flush=True)
+        done = {"epoch": start_epoch, "best": best, "already_finished": True}
+        ray.train.report({k: v for k, v in done.items() if v is not None})
+        return
     log = MetricsLog(run_dir) if rank == 0 else None
     eval_interval = int(getattr(getattr(task, "eval_cfg", None), "interval", 1) or 1)
     total_epochs = settings.epochs

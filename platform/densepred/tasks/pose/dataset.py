@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -218,8 +217,3 @@ class CocoPoseDataset(Dataset):
             "index": int(index),
             "fault": fault,
         }
-
-
-def worker_init(_: int) -> None:
-    """DataLoader worker setup: OpenCV threads inside workers deadlock or oversubscribe."""
-    cv2.setNumThreads(0)

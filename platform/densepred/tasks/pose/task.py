@@ -15,7 +15,8 @@ from ...registry import LOSSES, TASKS, build
 from ..base import Task
 from .codec import HeatmapCodec
 from .coco_meta import FLIP_PAIRS, PIXEL_STD
-from .dataset import CocoPoseDataset, worker_init
+from ...imageio import loader_worker_init
+from .dataset import CocoPoseDataset
 from .evaluation import CocoKeypointMetric, evaluate_keypoints, format_table, load_results, to_coco_results
 from .geometry import flip_back
 from .transforms import AugmentConfig
@@ -136,7 +137,7 @@ class PoseTask(Task):
     def loader(self, dataset: Any, batch_size: int, shuffle: bool = False, workers: Optional[int] = None) -> DataLoader:
         workers = self.data.loader_workers if workers is None else workers
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                          worker_init_fn=worker_init, persistent_workers=False, collate_fn=self.collate)
+                          worker_init_fn=loader_worker_init, persistent_workers=False, collate_fn=self.collate)
 
     def evaluate(self, model: nn.Module, out_dir: Optional[Path], device: torch.device,
                  progress: Optional[Callable[[int, int], None]] = None,
