@@ -142,7 +142,7 @@ def test_predict_writes_results_and_pictures(demo_root, tmp_path, reference_dir)
 # ----------------------------------------------------------------------------- bad input
 
 def test_missing_data_root(tmp_path):
-    with pytest.raises(DataError, match=r"data_root .*nowhere does not exist; make demo data"):
+    with pytest.raises(DataError, match=r"data_root .*nowhere does not exist; set data_root to your COCO folder"):
         _task(tmp_path / "nowhere").build_dataset("train")
 
 

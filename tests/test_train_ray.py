@@ -27,15 +27,17 @@ def _epochs(run_dir):
     return [json.loads(line)["epoch"] for line in open(run_dir / "logs" / "metrics.jsonl")]
 
 
-def test_two_cpu_workers_stay_in_sync_and_resume(ray_local, tiny_pose_demo, tmp_path):
-    cfg = _cfg(tiny_pose_demo, tmp_path, "train.epochs=1", "run_name=ddp")
+def test_two_cpu_workers_stay_in_sync_and_resume(ray_local, tiny_pose_demo, tmp_path, monkeypatch):
+    # Relative paths, as users type them: they are resolved on the driver, not in the workers.
+    monkeypatch.chdir(tiny_pose_demo.parent)
+    cfg = _cfg("coco", "runs", "train.epochs=1", "run_name=ddp")
     summary = train(cfg, workers=2)
     m = summary["metrics"]
     fingerprints = m["weight_fingerprints"]
     assert len(fingerprints) == 2
     assert fingerprints[0] == pytest.approx(fingerprints[1], rel=1e-12, abs=0)  # DDP kept replicas equal
     assert 0.0 <= m["AP"] <= 1.0 and m["epoch"] == 1
-    run_dir = tmp_path / "ddp"
+    run_dir = tiny_pose_demo.parent / "runs" / "ddp"
     assert _epochs(run_dir) == [1]
     assert (run_dir / "logs" / "tensorboard").is_dir()
     best = summary["best_checkpoint"]
@@ -45,7 +47,7 @@ def test_two_cpu_workers_stay_in_sync_and_resume(ray_local, tiny_pose_demo, tmp_
     assert {"optimizer", "scheduler", "meta"} <= set(raw) and raw["meta"]["epoch"] == 0
 
     # The same run name continues from the epoch-1 checkpoint instead of starting over.
-    cfg2 = _cfg(tiny_pose_demo, tmp_path, "train.epochs=2", "run_name=ddp")
+    cfg2 = _cfg("coco", "runs", "train.epochs=2", "run_name=ddp")
     summary2 = train(cfg2, workers=2, resume=True)
     assert summary2["metrics"]["epoch"] == 2
     assert _epochs(run_dir) == [1, 2]

@@ -49,6 +49,38 @@ def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) ->
     ray.init(**kwargs)
 
 
+def user_error(e: BaseException) -> PlatformError:
+    """The first error a user can act on inside Ray's wrappers (worker failures, causes), or a
+    one-line summary of the failure."""
+    seen: list[BaseException] = []
+    stack = [e]
+    while stack:
+        err = stack.pop(0)
+        if err is None or any(err is s for s in seen):
+            continue
+        seen.append(err)
+        if isinstance(err, PlatformError):
+            return err
+        stack += list(getattr(err, "worker_failures", {}).values())
+        stack += [getattr(err, "controller_failure", None), err.__cause__, getattr(err, "cause", None)]
+    root = seen[-1] if len(seen) > 1 else e
+    first = str(root).strip().splitlines()
+    return PlatformError(f"training failed: {type(root).__name__}: {first[-1] if first else ''} "
+                         "(full traceback above)")
+
+
+def resolve_paths(cfg: dict) -> dict:
+    """Make user paths absolute on the driver: Ray workers run in another working directory."""
+    cfg.setdefault("work_dir", "work_dirs")
+    for key in ("work_dir", "data_root"):
+        if cfg.get(key):
+            cfg[key] = str(Path(cfg[key]).expanduser().resolve())
+    train_cfg = cfg.get("train") or {}
+    if train_cfg.get("load_from"):
+        train_cfg["load_from"] = str(Path(train_cfg["load_from"]).expanduser().resolve())
+    return cfg
+
+
 def fit_cpus_per_worker(workers: int, wanted: int, use_gpu: bool) -> int:
     """CPUs per worker that the cluster can actually grant (Ray would otherwise wait forever)."""
     import ray
@@ -84,9 +116,9 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
     address = address or settings.address
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    cfg = plain(cfg)
-    cfg.setdefault("work_dir", "work_dirs")
-    cfg["work_dir"] = str(Path(cfg["work_dir"]).resolve())
+    cfg = resolve_paths(plain(cfg))
+    from ..tasks.base import build_task
+    build_task(cfg).preflight()
     if not cfg.get("run_name"):
         cfg["run_name"] = "run"
     run_dir = run_dir_of(cfg)
@@ -113,12 +145,7 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
     try:
         result = trainer.fit()
     except Exception as e:
-        cause = e
-        while getattr(cause, "__cause__", None) is not None:
-            cause = cause.__cause__
-        if isinstance(cause, PlatformError):
-            raise cause from None
-        raise PlatformError(f"training failed: {type(cause).__name__}: {cause}") from e
+        raise user_error(e) from None
     metrics = dict(result.metrics or {})
     summary = {"run_dir": str(run_dir), "metrics": metrics,
                "best_checkpoint": str(run_dir / "best.pth") if (run_dir / "best.pth").exists() else None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import tempfile
@@ -33,6 +34,7 @@ class TrainSettings:
     """``train`` section of a task YAML."""
 
     epochs: int = 210
+    iters: Optional[int] = None      # iteration-based schedule: total iterations (overrides epochs)
     amp: bool = True                 # bf16 autocast + channels_last on CPU, fp16 AMP on GPU
     channels_last: bool = True
     log_interval: int = 50           # iterations between progress lines
@@ -126,6 +128,8 @@ def train_worker(config: dict) -> None:
     import ray.train.torch
 
     cfg = config["cfg"]
+    # Ray Train logs every report and checkpoint at INFO; our progress lines say the same, shorter.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     settings = parse_section(cfg, "train", TrainSettings)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -159,11 +163,15 @@ def train_worker(config: dict) -> None:
                         num_workers=task.data.loader_workers, worker_init_fn=loader_worker_init,
                         collate_fn=task.collate, persistent_workers=False)
     iters_per_epoch = max(1, len(loader))
+    if settings.iters:
+        # Iteration-based recipes (segmentation): run whole epochs until `iters` iterations are done.
+        settings.epochs = math.ceil(settings.iters / iters_per_epoch)
+        settings.max_iters = settings.iters
     optimizer = build_optimizer(core.parameters(), cfg.get("optimizer") or {})
     sched_cfg = cfg.get("scheduler") or {}
     by_iter = bool(sched_cfg.get("by_iter", False))
     scheduler = build_scheduler(optimizer, sched_cfg,
-                                settings.epochs * iters_per_epoch if by_iter else settings.epochs)
+                                (settings.iters or settings.epochs * iters_per_epoch) if by_iter else settings.epochs)
     precision = amp_mode(device, settings.amp)
     autocast = _autocast_factory(device, precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None

@@ -31,6 +31,15 @@ class Task:
 
         return build_model(self.cfg)
 
+    def preflight(self) -> None:
+        """Cheap checks on the driver before any worker starts (e.g. the data root exists)."""
+        from ..errors import DataError
+
+        root = self.cfg.get("data_root")
+        if root and not Path(root).is_dir():
+            raise DataError(f"data_root {root} does not exist; set data_root (--set data_root=...) "
+                            "or make the demo sets with `platform data demo`")
+
     def build_dataset(self, split: str) -> Dataset:
         """``split`` is ``train`` (augmented) or ``val``."""
         raise NotImplementedError
@@ -51,7 +60,7 @@ def build_task(cfg: Mapping[str, Any]) -> Task:
     """Build the task named in ``cfg['task']['type']``."""
     from ..errors import ConfigError
     from ..registry import TASKS, lookup
-    from . import pose  # noqa: F401  (registers tasks)
+    from . import pose, segmentation  # noqa: F401  (registers tasks)
 
     section = cfg.get("task") or {}
     if "type" not in section:

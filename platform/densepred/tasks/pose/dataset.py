@@ -141,8 +141,8 @@ class CocoPoseDataset(Dataset):
                  seed: int = 0, strict_images: bool = False):
         root = Path(data_root)
         if not root.is_dir():
-            raise DataError(f"data_root {root} does not exist; make demo data with `platform data demo "
-                            f"--out {root}` or set data_root to your COCO folder (--set data_root=...)")
+            raise DataError(f"data_root {root} does not exist; set data_root to your COCO folder "
+                            "(--set data_root=...) or make the demo set with `platform data demo`")
         self.ann_file = Path(ann_file) if ann_file else root / "annotations" / f"person_keypoints_{split}.json"
         if not self.ann_file.is_absolute() and not self.ann_file.exists():
             self.ann_file = root / self.ann_file

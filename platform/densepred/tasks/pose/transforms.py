@@ -12,11 +12,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ...imagenorm import normalize  # noqa: F401  (re-exported for the pose dataset)
 from .coco_meta import FLIP_PAIRS, PIXEL_STD, UPPER_BODY_IDS
 from .geometry import affine_transform, fliplr_joints
-
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 @dataclass
@@ -85,9 +83,3 @@ def crop(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, trans: n
     if vis.any():
         joints[vis, :2] = affine_transform(joints[vis, :2], trans)
     return patch, joints
-
-
-def normalize(patch_rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB HxWx3 -> float32 3xHxW with ImageNet mean/std (as the official ToTensor+Normalize)."""
-    x = patch_rgb.astype(np.float32) / 255.0
-    return ((x - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1).copy()

@@ -1,1 +1,2 @@
-"""Semantic segmentation (Cityscapes)."""
+"""Semantic segmentation (Cityscapes). Importing registers the task's components."""
+from . import metric, task  # noqa: F401

@@ -289,6 +289,7 @@ class _Scene:
         self.z_far = 3000.0
         self.z_near = 0.4
         self.n_car = 0
+        self.min_px = w / 128.0   # thinnest pole / smallest sign scale in pixels (4 px at 512 wide)
         self.n_person = 0
         self.objects: list[tuple[float, object]] = []   # (depth, draw callable)
 
@@ -318,6 +319,9 @@ class _Scene:
             if self.side_kind[side] == "buildings":
                 if self.tw[side] > 0:
                     self._terrain_strip(side)
+                    if rng.random() < 0.5:
+                        s = self.sgn(side)
+                        self._fence(self.sidewalk_outer(side) + s * 0.1, rng.uniform(1, 10), rng.uniform(15, 70))
                 self._facades(side)
             else:
                 self._park(side)
@@ -562,7 +566,7 @@ class _Scene:
         if rng.random() < 0.6:      # hedge
             x0 = outer + s * rng.uniform(0.3, 1.5)
             self._hedge(x0, s, rng.uniform(2, 10), rng.uniform(15, 60))
-        if rng.random() < 0.6:      # fence along the sidewalk
+        if rng.random() < 0.8:      # fence along the sidewalk
             self._fence(outer + s * 0.15, rng.uniform(2, 12), rng.uniform(12, 60))
 
     def _hedge(self, x0: float, s: float, z0: float, z1: float):
@@ -648,7 +652,7 @@ class _Scene:
             s = self.sgn(side)
             x = self.road_edge(side) + s * rng.uniform(0.35, 0.7)
             z = rng.uniform(4, 15)
-            while z < min(self.z_end, 110):
+            while z < min(self.z_end, 90):
                 k = rng.random()
                 if k < 0.35:
                     self._lamp(x, z, s)
@@ -656,7 +660,7 @@ class _Scene:
                     self._sign_pole(x, z)
                 else:
                     self._light_pole(x, z, s)
-                z += rng.uniform(10, 35)
+                z += rng.uniform(8, 25)
 
     def _pole_colour(self):
         rng = self.rng
@@ -670,7 +674,7 @@ class _Scene:
     def _pole_quad(self, x, z, y0, y1, thick):
         cam = self.cam
         ppm = cam.ppm(z)
-        half = max(thick * ppm, 2.2) / 2
+        half = max(thick * ppm, self.min_px) / 2
         bx, by = cam.proj([(x, y0, z)])[0]
         _, ty = cam.proj([(x, y1, z)])[0]
         return [(bx - half, by), (bx + half, by), (bx + half, ty), (bx - half, ty)]
@@ -682,7 +686,7 @@ class _Scene:
 
         def draw():
             p = self.p
-            p.poly(self._pole_quad(x, z, 0, hgt, 0.22), col, POLE, (0.05, 0.05))
+            p.poly(self._pole_quad(x, z, 0, hgt, 0.3), col, POLE, (0.05, 0.05))
             a = cam.proj([(x, hgt - 0.1, z), (x - s * arm, hgt, z), (x - s * arm, hgt - 0.16, z), (x, hgt - 0.3, z)])
             a[2:, 1] = np.maximum(a[2:, 1], a[:2, 1][::-1] + 1.5)
             p.poly(a, col, POLE, (0.05, 0.05))
@@ -696,7 +700,7 @@ class _Scene:
     def _sign_pole(self, x, z):
         rng, cam = self.rng, self.cam
         hgt = rng.uniform(2.4, 3.4)
-        size = rng.uniform(0.55, 0.9)
+        size = rng.uniform(0.7, 1.0)
         col = self._pole_colour()
         kind = int(rng.integers(0, 5))
         two = rng.random() < 0.3
@@ -727,9 +731,9 @@ class _Scene:
 
         def draw():
             p = self.p
-            p.poly(self._pole_quad(x, z, 0, hgt, 0.12), col, POLE, (0.05, 0.05))
+            p.poly(self._pole_quad(x, z, 0, hgt, 0.2), col, POLE, (0.05, 0.05))
             ppm = cam.ppm(z)
-            r = max(size * ppm / 2, 2.0)
+            r = max(size * ppm / 2, 1.3 * self.min_px)
             cx, cy = cam.proj([(x, hgt - size / 2, z)])[0]
             sign(cx, cy, r, kind)
             if two:
@@ -749,7 +753,8 @@ class _Scene:
 
         def light(cx, top, ppm):
             p = self.p
-            bw, bh = max(0.32 * ppm, 3.0), max(0.9 * ppm, 6.0)
+            bw = max(0.42 * ppm, 1.6 * self.min_px)
+            bh = 2.6 * bw
             p.poly([(cx - bw / 2, top), (cx + bw / 2, top), (cx + bw / 2, top + bh), (cx - bw / 2, top + bh)],
                    housing, TRAFFIC_LIGHT, (0.04, 0.04))
             lamp_cols = [(230, 40, 30), (240, 170, 20), (40, 220, 90)]
@@ -760,7 +765,7 @@ class _Scene:
 
         def draw():
             p = self.p
-            p.poly(self._pole_quad(x, z, 0, hgt, 0.16), col, POLE, (0.05, 0.05))
+            p.poly(self._pole_quad(x, z, 0, hgt, 0.25), col, POLE, (0.05, 0.05))
             ppm = cam.ppm(z)
             if over_road:
                 q = cam.proj([(x, hgt, z), (x - s * arm, hgt, z), (x - s * arm, hgt - 0.14, z), (x, hgt - 0.14, z)])
@@ -911,7 +916,7 @@ class _Scene:
 
     def _place_persons(self):
         rng = self.rng
-        n = int(rng.integers(1, 7))
+        n = int(rng.integers(2, 9))
         for _ in range(n):
             side = int(rng.integers(0, 2))
             s = self.sgn(side)
@@ -920,7 +925,7 @@ class _Scene:
                 z = rng.uniform(*self.crossing)
             else:
                 x = self.road_edge(side) + s * rng.uniform(0.4, max(0.5, self.sw[side] - 0.3))
-                z = float(np.exp(rng.uniform(np.log(3.5), np.log(45))))
+                z = float(np.exp(rng.uniform(np.log(3.5), np.log(32))))
             self._person(x, z)
 
     def _person(self, x, z):

@@ -1,0 +1,36 @@
+"""Pictures for segmentation: colour overlays with a legend of the classes present."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .labels import CLASS_NAMES, IGNORE_INDEX, PALETTE
+
+_PALETTE = np.zeros((256, 3), np.uint8)
+_PALETTE[: len(PALETTE)] = np.asarray(PALETTE, np.uint8)
+
+
+def colorize(train_ids: np.ndarray) -> np.ndarray:
+    """trainId map -> RGB using the Cityscapes colours (ignore = black)."""
+    return _PALETTE[train_ids.astype(np.uint8)]
+
+
+def overlay(image_rgb: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5, legend: bool = True) -> np.ndarray:
+    """Blend the colour map over the image; ignore pixels keep the image. Adds a legend strip."""
+    colour = colorize(train_ids)
+    out = image_rgb.copy()
+    mask = train_ids != IGNORE_INDEX
+    out[mask] = (alpha * colour[mask] + (1 - alpha) * image_rgb[mask]).astype(np.uint8)
+    if not legend:
+        return out
+    present = [int(c) for c in np.unique(train_ids) if c != IGNORE_INDEX]
+    row_h = max(14, out.shape[0] // 30)
+    strip = np.full((out.shape[0], max(120, row_h * 9), 3), 255, np.uint8)
+    for k, c in enumerate(present):
+        y = 4 + k * (row_h + 2)
+        if y + row_h > strip.shape[0]:
+            break
+        strip[y:y + row_h, 4:4 + row_h] = _PALETTE[c]
+        cv2.putText(strip, CLASS_NAMES[c], (8 + row_h, y + row_h - 3), cv2.FONT_HERSHEY_SIMPLEX,
+                    row_h / 30, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([out, strip], axis=1)
