@@ -201,3 +201,17 @@ def test_detection_file_with_negative_box(demo_root, tmp_path):
 def test_unknown_data_key_is_named(demo_root):
     with pytest.raises(Exception, match=r"unknown key 'data.sigmaa' \(did you mean 'sigma'\?\)"):
         _task(demo_root, "data.sigmaa=3")
+
+
+def test_persistent_loader_workers_see_new_epochs(demo_root):
+    """Augmentation changes every epoch even though loader workers are forked only once."""
+    from torch.utils.data import DataLoader
+
+    ds = _task(demo_root).build_dataset("train")
+    loader = DataLoader(ds, batch_size=2, num_workers=1, persistent_workers=True)
+    firsts = []
+    for epoch in (0, 1, 0):
+        ds.set_epoch(epoch)
+        firsts.append(next(iter(loader))["image"])
+    assert not np.array_equal(firsts[0].numpy(), firsts[1].numpy())
+    assert np.array_equal(firsts[0].numpy(), firsts[2].numpy())  # same epoch, same augmentation

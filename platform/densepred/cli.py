@@ -132,11 +132,17 @@ def _progress(label: str):
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
     from .tasks.pose.demo_data import make_pose_demo
+    from .tasks.segmentation.demo_data import make_seg_demo
 
     out = Path(args.out)
-    summary = make_pose_demo(out / "coco", num_train_images=args.pose_train, num_val_images=args.pose_val,
-                             seed=args.seed)
-    print(f"pose demo (COCO keypoint format): {out / 'coco'}  {_short_summary(summary)}")
+    if args.task in ("all", "pose"):
+        summary = make_pose_demo(out / "coco", num_train_images=args.pose_train, num_val_images=args.pose_val,
+                                 seed=args.seed)
+        print(f"pose demo (COCO keypoint format): {out / 'coco'}  {_short_summary(summary)}")
+    if args.task in ("all", "seg"):
+        summary = make_seg_demo(out / "cityscapes", num_train=args.seg_train, num_val=args.seg_val,
+                                image_size=tuple(args.seg_size), seed=args.seed)
+        print(f"segmentation demo (Cityscapes layout): {out / 'cityscapes'}  {_short_summary(summary)}")
     return 0
 
 
@@ -238,11 +244,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "draws and dumps what the network sees.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
-    q = dsub.add_parser("demo", help="write the synthetic demo datasets (COCO keypoint layout)",
+    q = dsub.add_parser("demo", help="write the synthetic demo datasets (COCO keypoints, Cityscapes layouts)",
                         description="Write small synthetic datasets in the official formats under OUT.")
     q.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
+    q.add_argument("--task", choices=["all", "pose", "seg"], default="all", help="which demo set(s) to write")
     q.add_argument("--pose-train", type=int, default=300, help="pose training images")
     q.add_argument("--pose-val", type=int, default=60, help="pose validation images")
+    q.add_argument("--seg-train", type=int, default=60, help="segmentation training images")
+    q.add_argument("--seg-val", type=int, default=20, help="segmentation validation images")
+    q.add_argument("--seg-size", type=int, nargs=2, default=[256, 128], metavar=("W", "H"),
+                   help="segmentation image size (default 256 128: Cityscapes' 2:1 at 1/8 scale)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_data_demo)
     q = dsub.add_parser("browse", help="write pictures and .npz of the samples a task feeds the network",

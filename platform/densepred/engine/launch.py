@@ -141,7 +141,9 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
             failure_config=FailureConfig(max_failures=settings.max_failures)),
     )
     print(f"[train] run '{cfg['run_name']}' in {run_dir}: {workers} worker(s), "
-          f"{'GPU' if use_gpu else 'CPU'}, {train_settings.epochs} epochs", flush=True)
+          f"{'GPU' if use_gpu else 'CPU'}, "
+          + (f"{train_settings.iters} iterations" if train_settings.iters else f"{train_settings.epochs} epochs"),
+          flush=True)
     try:
         result = trainer.fit()
     except Exception as e:

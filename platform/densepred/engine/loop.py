@@ -39,6 +39,7 @@ class TrainSettings:
     channels_last: bool = True
     log_interval: int = 50           # iterations between progress lines
     keep_checkpoints: int = 2        # latest checkpoints kept by Ray (best.pth is kept separately)
+    checkpoint_interval: int = 1     # epochs between checkpoints (short epochs: raise it)
     load_from: Optional[str] = None  # initial weights, any supported checkpoint format
     grad_clip: Optional[float] = None
     max_iters: Optional[int] = None  # stop early after this many iterations in total (smoke tests)
@@ -161,7 +162,7 @@ def train_worker(config: dict) -> None:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=len(dataset) >= batch_size * world,
                         num_workers=task.data.loader_workers, worker_init_fn=loader_worker_init,
-                        collate_fn=task.collate, persistent_workers=False)
+                        collate_fn=task.collate, persistent_workers=task.data.loader_workers > 0)
     iters_per_epoch = max(1, len(loader))
     if settings.iters:
         # Iteration-based recipes (segmentation): run whole epochs until `iters` iterations are done.
@@ -288,16 +289,18 @@ def train_worker(config: dict) -> None:
                                                                       "config": cfg})
         metrics["best"] = best
         meta = {"epoch": epoch, "global_step": global_step, "best": best, "config": cfg}
+        save = finished or (epoch + 1) % max(1, settings.checkpoint_interval) == 0
         if rank == 0:
             log.write(global_step, {k: v for k, v in metrics.items() if v is not None})
+        reported = {k: v for k, v in metrics.items() if v is not None}
+        if rank == 0 and save:
             with tempfile.TemporaryDirectory() as tmp:
                 save_checkpoint(Path(tmp) / CKPT_FILE, core, meta=meta, optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict(),
                                 scaler=scaler.state_dict() if scaler is not None else None)
-                ray.train.report({k: v for k, v in metrics.items() if v is not None},
-                                 checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
-            ray.train.report({k: v for k, v in metrics.items() if v is not None})
+            ray.train.report(reported)
         if finished:
             break
     if log is not None:

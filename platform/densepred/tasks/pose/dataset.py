@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...epoch import EpochAware
 from ...errors import DataError
 from ...imageio import read_rgb
 from .codec import HeatmapCodec
@@ -127,7 +128,7 @@ class FaultLog:
     files: dict[str, str] = field(default_factory=dict)
 
 
-class CocoPoseDataset(Dataset):
+class CocoPoseDataset(EpochAware, Dataset):
     """Top-down samples: the affine crop of one person, its target heatmaps and weights.
 
     ``__getitem__`` returns a dict: ``image`` (3xHxW float32), ``target`` (KxhxW), ``target_weight``
@@ -155,8 +156,7 @@ class CocoPoseDataset(Dataset):
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
         self.train = train
         self.augment_cfg = augment_cfg or AugmentConfig()
-        self.seed = seed
-        self.epoch = 0
+        self._init_epoch(seed)
         self.strict_images = strict_images
         if bbox_file and not train:
             bf = Path(bbox_file)
@@ -171,13 +171,6 @@ class CocoPoseDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _rng(self, index: int) -> np.random.Generator:
-        # Independent of worker count and loader order: same sample, same epoch, same augmentation.
-        return np.random.default_rng([self.seed, self.epoch, index])
-
     def load(self, index: int) -> dict[str, Any]:
         """The crop as uint8 RGB plus joints in crop pixels (before normalisation and encoding)."""
         r = self.records[index]
@@ -185,7 +178,7 @@ class CocoPoseDataset(Dataset):
         joints, vis, center, scale, rot = r.joints, r.joints_vis, r.center, r.scale, 0.0
         if self.train:
             image, joints, vis, center, scale, rot = augment(
-                image, joints, vis, center, scale, self.augment_cfg, self.aspect_ratio, self._rng(index))
+                image, joints, vis, center, scale, self.augment_cfg, self.aspect_ratio, self.rng(index))
         trans = self.codec.crop_transform(center, scale, rot)
         patch, joints = crop(image, joints, vis, trans, self.input_size)
         return {"patch": patch, "joints": joints, "joints_vis": vis, "center": center, "scale": scale,

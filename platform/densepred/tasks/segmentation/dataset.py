@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...epoch import EpochAware
 from ...errors import DataError
 from ...imageio import read_rgb
 from .labels import IGNORE_INDEX, label_ids_to_train_ids
@@ -84,7 +85,7 @@ def read_label(sample: SegSample, image_shape: tuple[int, ...]) -> np.ndarray:
     return label_ids_to_train_ids(raw, str(sample.label))
 
 
-class CityscapesDataset(Dataset):
+class CityscapesDataset(EpochAware, Dataset):
     """Returns dicts: ``image`` (3xHxW float32 normalised), ``label`` (HxW int64 trainIds), ``name``,
     ``index`` and ``fault`` (a per-sample fault message; the sample is then all-ignore)."""
 
@@ -95,15 +96,11 @@ class CityscapesDataset(Dataset):
         self.samples = find_samples(self.root, split)
         self.train = train
         self.aug = augment_cfg
-        self.seed = seed
-        self.epoch = 0
+        self._init_epoch(seed)
         self.strict_images = strict_images
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 RGB image and trainId label at full resolution, augmented when training."""
@@ -111,7 +108,7 @@ class CityscapesDataset(Dataset):
         image = read_rgb(s.image)
         label = read_label(s, image.shape)
         if self.train:
-            image, label = augment(image, label, self.aug, np.random.default_rng([self.seed, self.epoch, index]))
+            image, label = augment(image, label, self.aug, self.rng(index))
         return image, label
 
     def __getitem__(self, index: int) -> dict[str, Any]:

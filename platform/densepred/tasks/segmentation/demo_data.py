@@ -289,7 +289,9 @@ class _Scene:
         self.z_far = 3000.0
         self.z_near = 0.4
         self.n_car = 0
-        self.min_px = w / 128.0   # thinnest pole / smallest sign scale in pixels (4 px at 512 wide)
+        # thinnest pole / smallest sign and light scale in pixels (5.3 px at 512 wide), so that thin
+        # objects survive the 1/4-resolution logits of a model trained at half resolution
+        self.min_px = w / 96.0
         self.n_person = 0
         self.objects: list[tuple[float, object]] = []   # (depth, draw callable)
 
@@ -733,7 +735,7 @@ class _Scene:
             p = self.p
             p.poly(self._pole_quad(x, z, 0, hgt, 0.2), col, POLE, (0.05, 0.05))
             ppm = cam.ppm(z)
-            r = max(size * ppm / 2, 1.3 * self.min_px)
+            r = max(size * ppm / 2, 1.4 * self.min_px)
             cx, cy = cam.proj([(x, hgt - size / 2, z)])[0]
             sign(cx, cy, r, kind)
             if two:
@@ -753,7 +755,7 @@ class _Scene:
 
         def light(cx, top, ppm):
             p = self.p
-            bw = max(0.42 * ppm, 1.6 * self.min_px)
+            bw = max(0.42 * ppm, 1.8 * self.min_px)
             bh = 2.6 * bw
             p.poly([(cx - bw / 2, top), (cx + bw / 2, top), (cx + bw / 2, top + bh), (cx - bw / 2, top + bh)],
                    housing, TRAFFIC_LIGHT, (0.04, 0.04))
@@ -875,15 +877,14 @@ class _Scene:
                 xs = x0 if x0 > 0 else x1
                 p.poly(cam.xplane_quad(xs, z0 + 0.3, z0 + length - 0.3, 0.1, 0.3), (28, 28, 30), CAR, tex, inst)
                 p.poly(cam.xplane_quad(xs, z0, z0 + length, 0.25, body_top), _scale(col, 0.72), CAR, tex, inst)
-                p.poly(P([(xs + (cab_in if xs == x0 else -cab_in), body_top, c0 + 0.3),
-                          (xs + (cab_in if xs == x0 else -cab_in), body_top, c1 - 0.2),
-                          (xs + (cab_in if xs == x0 else -cab_in), roof, c1 - 0.5),
-                          (xs + (cab_in if xs == x0 else -cab_in), roof, c0 + 0.6)]), _scale(col, 0.7), CAR, tex, inst)
+                xcab = xs + (cab_in if xs == x0 else -cab_in)   # cabin side, set in from the body side
+                p.poly(P([(xcab, body_top, c0 + 0.3), (xcab, body_top, c1 - 0.2),
+                          (xcab, roof, c1 - 0.5), (xcab, roof, c0 + 0.6)]), _scale(col, 0.7), CAR, tex, inst)
                 p.poly(P([(xs, body_top + 0.05, c0 + 0.45), (xs, body_top + 0.05, c1 - 0.3),
                           (xs, roof - 0.06, c1 - 0.55), (xs, roof - 0.06, c0 + 0.7)]), glass, None, tex)
+                ang = np.linspace(0, 2 * np.pi, 12, endpoint=False)
                 for zw in (z0 + 0.8, z0 + length - 0.8):
-                    ring = np.stack([np.full(12, xs), 0.33 + 0.33 * np.sin(np.linspace(0, 2 * np.pi, 12, endpoint=False)),
-                                     zw + 0.33 * np.cos(np.linspace(0, 2 * np.pi, 12, endpoint=False))], 1)
+                    ring = np.stack([np.full(12, xs), 0.33 + 0.33 * np.sin(ang), zw + 0.33 * np.cos(ang)], 1)
                     p.poly(P(ring), (22, 22, 24), CAR, (0.05, 0.03), inst)
             # bonnet / roof seen from above (camera is higher than the car)
             p.poly(P([(x0, body_top, z0), (x1, body_top, z0), (x1, body_top, c0), (x0, body_top, c0)]),
@@ -893,7 +894,8 @@ class _Scene:
             # rear (or front) window, slanted
             p.poly(P([(x0 + cab_in, body_top, c0), (x1 - cab_in, body_top, c0),
                       (x1 - cab_in, roof, c0 + 0.3), (x0 + cab_in, roof, c0 + 0.3)]), _scale(col, 0.95), CAR, tex, inst)
-            p.poly(P([(x0 + cab_in + 0.07, body_top + 0.04, c0 + 0.02), (x1 - cab_in - 0.07, body_top + 0.04, c0 + 0.02),
+            p.poly(P([(x0 + cab_in + 0.07, body_top + 0.04, c0 + 0.02),
+                      (x1 - cab_in - 0.07, body_top + 0.04, c0 + 0.02),
                       (x1 - cab_in - 0.1, roof - 0.05, c0 + 0.27), (x0 + cab_in + 0.1, roof - 0.05, c0 + 0.27)]),
                    _mix(glass, self.sky_colours[0], 0.25), None, tex)
             # rear / front face
