@@ -215,3 +215,23 @@ def test_persistent_loader_workers_see_new_epochs(demo_root):
         firsts.append(next(iter(loader))["image"])
     assert not np.array_equal(firsts[0].numpy(), firsts[1].numpy())
     assert np.array_equal(firsts[0].numpy(), firsts[2].numpy())  # same epoch, same augmentation
+
+
+def test_predict_on_a_video(demo_root, tmp_path):
+    import cv2
+
+    from densepred import build_model, save_checkpoint
+
+    task = _task(demo_root)
+    ckpt = save_checkpoint(tmp_path / "m.pth", build_model(task.cfg))
+    frames = [cv2.imread(str(p)) for p in sorted((demo_root / "images" / "val2017").glob("*.jpg"))[:3]]
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (w, h))
+    for f in frames:
+        writer.write(cv2.resize(f, (w, h)))
+    writer.release()
+    assert main(["predict", TASK, "--set", f"data_root={demo_root}", "--checkpoint", str(ckpt),
+                 "--input", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "pv")]) == 0
+    results = json.loads((tmp_path / "pv" / "results.json").read_text())
+    assert sorted(r["image_id"] for r in results) == [0, 1, 2]       # frame indices
+    assert (tmp_path / "pv" / "clip_pose.mp4").stat().st_size > 0

@@ -86,6 +86,18 @@ class MetricsLog:
             self.tb.close()
 
 
+def quiet_ray_train_info() -> None:
+    """Ray Train logs every report and checkpoint at INFO (some loggers are named by file path);
+    our progress lines say the same, shorter. Warnings and errors still pass."""
+    def keep(record: logging.LogRecord) -> bool:
+        from_train = record.name.startswith("ray.train") or "/ray/train/" in record.name
+        return record.levelno >= logging.WARNING or not from_train
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(keep)
+
+
 def weight_fingerprints(model: torch.nn.Module) -> list[float]:
     """One number per worker summarising its weights (gathered over DDP): equal when in sync."""
     import torch.distributed as dist
@@ -129,8 +141,7 @@ def train_worker(config: dict) -> None:
     import ray.train.torch
 
     cfg = config["cfg"]
-    # Ray Train logs every report and checkpoint at INFO; our progress lines say the same, shorter.
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    quiet_ray_train_info()
     settings = parse_section(cfg, "train", TrainSettings)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()

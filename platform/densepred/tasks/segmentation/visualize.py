@@ -24,13 +24,15 @@ def overlay(image_rgb: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5, le
     if not legend:
         return out
     present = [int(c) for c in np.unique(train_ids) if c != IGNORE_INDEX]
-    row_h = max(14, out.shape[0] // 30)
-    strip = np.full((out.shape[0], max(120, row_h * 9), 3), 255, np.uint8)
+    row_h = max(12, out.shape[0] // 30)
+    per_col = max(1, (out.shape[0] - 4) // (row_h + 2))
+    col_w = row_h * 8
+    cols = max(1, -(-len(present) // per_col))
+    strip = np.full((out.shape[0], col_w * cols + 4, 3), 255, np.uint8)
     for k, c in enumerate(present):
-        y = 4 + k * (row_h + 2)
-        if y + row_h > strip.shape[0]:
-            break
-        strip[y:y + row_h, 4:4 + row_h] = _PALETTE[c]
-        cv2.putText(strip, CLASS_NAMES[c], (8 + row_h, y + row_h - 3), cv2.FONT_HERSHEY_SIMPLEX,
+        x = 4 + (k // per_col) * col_w
+        y = 4 + (k % per_col) * (row_h + 2)
+        strip[y:y + row_h, x:x + row_h] = _PALETTE[c]
+        cv2.putText(strip, CLASS_NAMES[c], (x + row_h + 4, y + row_h - 3), cv2.FONT_HERSHEY_SIMPLEX,
                     row_h / 30, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([out, strip], axis=1)
