@@ -116,7 +116,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(task.format_metrics(stats))
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.json").write_text(json.dumps(stats, indent=2))
+        safe = {k: (None if isinstance(v, float) and v != v else v) for k, v in stats.items()}  # NaN -> null
+        (out_dir / "metrics.json").write_text(json.dumps(safe, indent=2))
         print(f"wrote {out_dir / 'metrics.json'}")
     return 0
 
