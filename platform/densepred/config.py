@@ -296,11 +296,11 @@ def validate_model_section(cfg: LoadedConfig, model: Any, key: str = "model") ->
     validate_component(cfg, f"{key}.backbone", model["backbone"], BACKBONES)
     if model.get("neck") is not None:
         validate_component(cfg, f"{key}.neck", model["neck"], NECKS, provided=("in_channels",))
-    heads = model.get("heads")
-    if not isinstance(heads, Mapping) or not heads:
+    head_cfgs = model.get("heads")
+    if not isinstance(head_cfgs, Mapping) or not head_cfgs:
         raise ConfigError(f"{cfg.where(f'{key}.heads')}: '{key}.heads' must map head names to "
                           f"head configs, e.g. heads: {{pose: {{type: HeatmapHead}}}}")
-    for name, head in heads.items():
+    for name, head in head_cfgs.items():
         validate_component(cfg, f"{key}.heads.{name}", head, HEADS, provided=("in_channels",))
 
 

@@ -10,10 +10,9 @@ import contextlib
 import json
 import logging
 import math
-import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 

@@ -31,6 +31,17 @@ class Task:
 
         return build_model(self.cfg)
 
+    def task_section(self, allowed: tuple[str, ...] = ("type", "loss")) -> dict:
+        """The ``task`` mapping of the config, with unknown keys rejected."""
+        from ..errors import ConfigError
+
+        section = dict(self.cfg.get("task") or {})
+        unknown = set(section) - set(allowed)
+        if unknown:
+            raise ConfigError(f"unknown key(s) {sorted(unknown)} in 'task' for {type(self).__name__}; "
+                              f"allowed: {', '.join(allowed)}")
+        return section
+
     def preflight(self) -> None:
         """Cheap checks on the driver before any worker starts (e.g. the data root exists)."""
         from ..errors import DataError

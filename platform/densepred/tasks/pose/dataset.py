@@ -26,7 +26,8 @@ from .codec import HeatmapCodec
 from .coco_meta import NUM_KEYPOINTS
 from .evaluation import load_coco_gt
 from .geometry import box_to_center_scale
-from .transforms import AugmentConfig, augment, crop, normalize
+from ...imagenorm import normalize
+from .transforms import AugmentConfig, augment, crop
 
 
 @dataclass

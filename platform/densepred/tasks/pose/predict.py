@@ -18,7 +18,7 @@ from ...errors import DataError
 from ...imageio import read_rgb
 from .evaluation import to_coco_results
 from .geometry import box_to_center_scale
-from .transforms import normalize
+from ...imagenorm import normalize
 from .visualize import draw_skeleton
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

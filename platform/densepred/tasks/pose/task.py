@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from .codec import HeatmapCodec
 from .coco_meta import FLIP_PAIRS, PIXEL_STD
 from ...imageio import loader_worker_init
 from .dataset import CocoPoseDataset
-from .evaluation import CocoKeypointMetric, evaluate_keypoints, format_table, load_results, to_coco_results
+from .evaluation import CocoKeypointMetric, evaluate_keypoints, format_table, load_results
 from .geometry import flip_back
 from .transforms import AugmentConfig
 
@@ -79,12 +79,8 @@ class PoseTask(Task):
         self.augment = parse_section({"augment": self.data.augment}, "augment", AugmentConfig)
         self.codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
                                   self.data.encoding, self.data.decoding, self.data.use_joint_weights)
-        task = dict(cfg.get("task") or {})
+        task = self.task_section()
         self.criterion = build(LOSSES, task.get("loss") or {"type": "JointsMSELoss"}, "task.loss")
-        unknown = set(task) - {"type", "loss"}
-        if unknown:
-            from ...errors import ConfigError
-            raise ConfigError(f"unknown key(s) {sorted(unknown)} in 'task' for PoseTask; allowed: type, loss")
         self._val: Optional[CocoPoseDataset] = None
 
     # ------------------------------------------------------------------ data

@@ -12,7 +12,6 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ...imagenorm import normalize  # noqa: F401  (re-exported for the pose dataset)
 from .coco_meta import FLIP_PAIRS, PIXEL_STD, UPPER_BODY_IDS
 from .geometry import affine_transform, fliplr_joints
 

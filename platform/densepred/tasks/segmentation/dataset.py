@@ -9,7 +9,7 @@ Labels are mapped labelId -> trainId with the cityscapesscripts table (19 classe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -22,7 +22,8 @@ from ...epoch import EpochAware
 from ...errors import DataError
 from ...imageio import read_rgb
 from .labels import IGNORE_INDEX, label_ids_to_train_ids
-from .transforms import SegAugment, augment, normalize
+from ...imagenorm import normalize
+from .transforms import SegAugment, augment
 
 NAME_RE = re.compile(r"^([A-Za-z0-9\-]+)_(\d{6})_(\d{6})_leftImg8bit\.png$")
 

@@ -113,10 +113,7 @@ class SegmentationTask(Task):
         self.augment = parse_section({"augment": self.data.augment}, "augment", SegAugment)
         if self.infer_cfg.mode not in ("whole", "slide", "multiscale"):
             raise ConfigError(f"inference.mode must be whole, slide or multiscale, got {self.infer_cfg.mode!r}")
-        task = dict(cfg.get("task") or {})
-        unknown = set(task) - {"type", "loss"}
-        if unknown:
-            raise ConfigError(f"unknown key(s) {sorted(unknown)} in 'task' for SegmentationTask; allowed: type, loss")
+        task = self.task_section()
         self.criterion = build(LOSSES, task.get("loss") or {"type": "SegCrossEntropy"}, "task.loss")
 
     @property

@@ -8,7 +8,6 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ...imagenorm import normalize  # noqa: F401  (re-exported for the dataset)
 from .labels import IGNORE_INDEX
 
 
