@@ -162,3 +162,28 @@ def test_arbitrary_python_objects_are_refused(tmp_path, pose_ref):
     torch.save({"state_dict": pose_ref["state_dict"], "extra": argparse.Namespace(lr=0.1)}, tmp_path / "x.pth")
     with pytest.raises(CheckpointError, match="not loaded for safety"):
         load_checkpoint(build_model(TINY_POSE_MODEL), tmp_path / "x.pth")
+
+
+def test_damaged_checkpoint_fails_its_checksum(tmp_path):
+    model = build_model(TINY_POSE_MODEL)
+    path = save_checkpoint(tmp_path / "own.pth", model, meta={"epoch": 3})
+    assert len(torch.load(path, weights_only=True)["checksum"]) == 64
+    load_checkpoint(build_model(TINY_POSE_MODEL), path)  # intact: loads
+
+    # One flipped bit inside a weight tensor: torch.load does not notice, the checksum does.
+    data = bytearray(path.read_bytes())
+    weight = model.state_dict()["backbone.conv1.weight"].numpy().tobytes()
+    at = data.find(weight)
+    assert at > 0
+    data[at + 7] ^= 0x04
+    (tmp_path / "flipped.pth").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"flipped.pth fails its checksum \(stored [0-9a-f]{12}\.\.\., content "
+                                              r"[0-9a-f]{12}\.\.\.\): the file was damaged or edited after saving"):
+        load_checkpoint(build_model(TINY_POSE_MODEL), tmp_path / "flipped.pth")
+
+    # Edited and re-saved with the old checksum kept: also refused.
+    raw = torch.load(path, weights_only=True)
+    raw["meta"]["epoch"] = 4
+    torch.save(raw, tmp_path / "edited.pth")
+    with pytest.raises(CheckpointError, match="edited.pth fails its checksum"):
+        load_checkpoint(build_model(TINY_POSE_MODEL), tmp_path / "edited.pth")

@@ -15,6 +15,7 @@ Recognised formats (detected from the keys, no flag needed):
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -29,7 +30,7 @@ from .errors import CheckpointError
 from .model import official_key
 
 FORMAT_NAME = "densepred"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds the "checksum" entry (version 1 files still load, unverified)
 
 _BACKBONE_ROOTS = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")
 _IMAGENET_ONLY = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
@@ -56,8 +57,19 @@ def _stub_for(name: str) -> tuple[Any, str]:
     return (type(name.rsplit(".", 1)[-1], (_Stub,), {}), name)
 
 
+# torch.save writes a zip archive; files from torch < 1.6 start with this pickle header.
+_TORCH_MAGICS = (b"PK\x03\x04", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19")
+
+
+def _looks_like_torch_file(p: Path) -> bool:
+    with open(p, "rb") as f:
+        head = f.read(16)
+    return head.startswith(_TORCH_MAGICS)
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` and user-facing errors.
+    """``torch.load`` with ``weights_only=True``, the checksum of platform files verified, and
+    user-facing errors.
 
     Known metadata classes of OpenMMLab/numpy are replaced by inert stubs so that mmpose/mmseg
     files load; any other Python object in the file is refused.
@@ -78,16 +90,59 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
                     f"({', '.join(refused[:3])}); save only tensors, e.g. torch.save(model.state_dict(), ...)")
             stubs = [_stub_for(g) for g in unsafe]
         with torch.serialization.safe_globals(stubs):
-            return torch.load(str(p), map_location="cpu", weights_only=True)
+            raw = torch.load(str(p), map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
     except Exception as e:  # torch/pickle raise many types for damaged or foreign files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+        if ("Weights only load failed" in str(e) or "Unsupported global" in str(e)) and _looks_like_torch_file(p):
             raise CheckpointError(f"checkpoint {p} contains Python objects that are not loaded for "
                                   f"safety; save only tensors (model.state_dict())") from None
         raise CheckpointError(f"checkpoint {p} is truncated or not a PyTorch checkpoint ({msg}); "
                               "re-download or re-save it") from None
+    verify_checksum(raw, p)
+    return raw
+
+
+def content_checksum(payload: Mapping[str, Any]) -> str:
+    """sha256 over every tensor (name, dtype, shape, bytes) and plain value of a platform checkpoint,
+    in order, leaving out the ``checksum`` entry itself. Computed on the loaded objects, so it is
+    independent of how torch lays out the file."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, Mapping):
+            h.update(b"{")
+            for k, v in x.items():
+                h.update(repr(k).encode())
+                feed(v)
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[")
+            for v in x:
+                feed(v)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    feed({k: v for k, v in payload.items() if k != "checksum"})
+    return h.hexdigest()
+
+
+def verify_checksum(raw: Any, path: str | os.PathLike) -> None:
+    """Raise ``CheckpointError`` if a platform checkpoint's content differs from its stored checksum."""
+    if not (isinstance(raw, Mapping) and raw.get("format") == FORMAT_NAME and "checksum" in raw):
+        return
+    actual = content_checksum(raw)
+    if actual != raw["checksum"]:
+        raise CheckpointError(
+            f"checkpoint {path} fails its checksum (stored {str(raw['checksum'])[:12]}..., content "
+            f"{actual[:12]}...): the file was damaged or edited after saving; use an earlier checkpoint")
 
 
 def _is_tensor_dict(d: Any) -> bool:
@@ -247,14 +302,16 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module | Mapping[str, torch.Tensor],
                     meta: Optional[Mapping[str, Any]] = None, **extra: Any) -> Path:
-    """Write a platform checkpoint atomically (temp file + rename); values must be tensors or plain
-    Python data so the file loads with ``weights_only=True``."""
+    """Write a platform checkpoint atomically (temp file + rename) with a content checksum that
+    ``read_checkpoint`` verifies; values must be tensors or plain Python data so the file loads with
+    ``weights_only=True``."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     sd = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION,
                "state_dict": {k: v.detach().cpu() for k, v in sd.items()},
                "meta": dict(meta or {}), **extra}
+    payload["checksum"] = content_checksum(payload)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -75,12 +75,23 @@ def _task_config(args: argparse.Namespace):
     return load_config(args.task, args.set)
 
 
+def _sigterm_as_interrupt() -> None:
+    """``kill`` (SIGTERM) of ``platform train`` cleans up like Ctrl-C: workers stop, the run stays resumable."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine.launch import train
 
+    _sigterm_as_interrupt()
     cfg = _task_config(args)
     summary = train(cfg, workers=args.workers, use_gpu=args.gpu or None, address=args.address,
-                    resume=args.resume)
+                    resume=args.resume, storage=args.storage)
     m = summary["metrics"]
     if m.get("already_finished"):
         print(f"[train] nothing to do: run folder {summary['run_dir']} is complete")
@@ -174,9 +185,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (YAML syntax), e.g. --set train.epochs=5 "
-                        "--set model.backbone.width=18; repeatable")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override config values (YAML syntax), e.g. --set train.epochs=5 "
+                        "model.backbone.width=18; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (AMP fp16)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. 10.0.0.1:6379 or auto")
     p.add_argument("--resume", action="store_true", help="continue the run named by run_name (error if absent)")
+    p.add_argument("--storage", default=None,
+                   help="folder for run folders (checkpoints, logs); on a cluster a path every node mounts "
+                        "(default: ray.storage or work_dir)")
     _add_set(p)
     p.set_defaults(func=cmd_train)
 

@@ -58,12 +58,22 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(f"{path}:{where} invalid YAML: {_yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
     return data
+
+
+def _one_line(text: Any) -> str:
+    """``text`` with its lines joined: errors are printed on one line."""
+    return " ".join(str(text).split())
+
+
+def _yaml_problem(e: BaseException) -> str:
+    """The short, one-line description of a YAML error (PyYAML's own message spans lines)."""
+    return _one_line(getattr(e, "problem", None) or e)
 
 
 def config_chain(path: str | os.PathLike) -> list[tuple[Path, dict]]:
@@ -103,7 +113,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML ({_yaml_problem(e)}{at}); "
+                          "check its brackets and quotes") from None
     return key, value
 
 
@@ -177,7 +190,7 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] | Mapping[str,
     except ConfigError:
         raise
     except Exception as e:  # mmengine raises assorted types for bad files
-        raise ConfigError(f"{path}: cannot load config: {e}") from None
+        raise ConfigError(f"{path}: cannot load config: {_one_line(e)}") from None
     cfg = LoadedConfig(_to_plain(merged.to_dict()))
     cfg.pop("_base_", None)
     if isinstance(overrides, Mapping):

@@ -9,6 +9,9 @@ import numpy as np
 
 from .errors import DataError
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image as uint8 RGB (H, W, 3); DataError naming the file if missing or undecodable."""
@@ -17,10 +20,18 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"image file {p} not found")
     data = np.fromfile(str(p), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
-    if image is not None and p.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-32:].tobytes():
+    if image is not None and p.suffix.lower() in (".jpg", ".jpeg") and JPEG_END not in data[-32:].tobytes():
         # OpenCV decodes a truncated JPEG into a partly grey image; the missing end marker tells.
         raise DataError(f"image file {p} is truncated (no JPEG end marker); re-copy or remove it")
     if image is None:
+        if data.size == 0:
+            raise DataError(f"image file {p} is empty (0 bytes); re-copy or remove it")
+        head, tail = data[:8].tobytes(), data[-32:].tobytes()
+        # Depending on the build, OpenCV rejects a cut-off file or decodes part of it (above).
+        if head.startswith(JPEG_START) and JPEG_END not in tail:
+            raise DataError(f"image file {p} is truncated (no JPEG end marker); re-copy or remove it")
+        if head == PNG_SIGNATURE and b"IEND" not in tail:
+            raise DataError(f"image file {p} is truncated (no PNG end chunk); re-copy or remove it")
         raise DataError(f"image file {p} is corrupt or not an image (OpenCV cannot decode it)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

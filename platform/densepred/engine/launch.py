@@ -8,7 +8,9 @@ from typing import Any, Optional
 
 from ..config import parse_section
 from ..errors import ConfigError, PlatformError
-from .loop import CKPT_FILE, run_dir_of, train_worker
+from .loop import run_dir_of, train_worker
+from .run_state import STOPPED, read_latest, read_stopped
+from .runlog import RunLog
 
 
 @dataclass
@@ -19,7 +21,8 @@ class RaySettings:
     use_gpu: bool = False
     cpus_per_worker: int = 1
     address: Optional[str] = None
-    max_failures: int = 0
+    max_failures: int = 3            # worker-group restarts (from the newest checkpoint) before giving up
+    storage: Optional[str] = None    # run folders go here (default work_dir); shared path on a cluster
 
 
 def plain(x: Any) -> Any:
@@ -78,6 +81,12 @@ def resolve_paths(cfg: dict) -> dict:
     train_cfg = cfg.get("train") or {}
     if train_cfg.get("load_from"):
         train_cfg["load_from"] = str(Path(train_cfg["load_from"]).expanduser().resolve())
+    ray_cfg = cfg.get("ray") or {}
+    if ray_cfg.get("storage"):
+        if "://" in str(ray_cfg["storage"]):
+            raise ConfigError(f"ray.storage={ray_cfg['storage']!r}: cloud URIs are not supported; use a "
+                              "filesystem path that every node mounts at the same place (e.g. NFS)")
+        ray_cfg["storage"] = str(Path(ray_cfg["storage"]).expanduser().resolve())
     return cfg
 
 
@@ -102,32 +111,47 @@ def fit_cpus_per_worker(workers: int, wanted: int, use_gpu: bool) -> int:
 
 
 def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = None,
-          address: Optional[str] = None, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) a training run; returns a summary with the final metrics and paths."""
+          address: Optional[str] = None, resume: bool = False, storage: Optional[str] = None) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary with the final metrics and paths.
+
+    Ray restarts a failed worker group up to ``ray.max_failures`` times from the newest checkpoint.
+    Ctrl-C stops the workers and leaves the run resumable (``--resume`` or the same run name).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .loop import TrainSettings
 
+    # Sections are checked on the loaded config, whose errors name the file or --set that set a key.
     settings = parse_section(cfg, "ray", RaySettings)
     train_settings = parse_section(cfg, "train", TrainSettings)
+    cfg = plain(cfg)
+    if storage:
+        cfg.setdefault("ray", {})["storage"] = storage
     workers = settings.workers if workers is None else workers
     use_gpu = settings.use_gpu if use_gpu is None else use_gpu
     address = address or settings.address
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    cfg = resolve_paths(plain(cfg))
+    cfg = resolve_paths(cfg)
     from ..tasks.base import build_task
     build_task(cfg).preflight()
     if not cfg.get("run_name"):
         cfg["run_name"] = "run"
     run_dir = run_dir_of(cfg)
+    storage_path = str(run_dir.parent)
     if resume and not run_dir.is_dir():
-        raise PlatformError(f"--resume: no run named '{cfg['run_name']}' in {cfg['work_dir']} "
-                            "(check --set run_name=... and work_dir)")
-    if run_dir.is_dir() and not resume:
-        print(f"[train] run folder {run_dir} exists: resuming from its latest checkpoint if it has one "
-              "(use --set run_name=NEW to start a new run)", flush=True)
+        raise PlatformError(f"--resume: no run named '{cfg['run_name']}' in {storage_path} "
+                            "(check --set run_name=... and work_dir / --storage)")
+    existed = run_dir.is_dir()
+    log = RunLog(run_dir)
+    latest = read_latest(run_dir)
+    if existed and not resume:
+        log.say(f"[train] run folder {run_dir} exists: resuming from its latest checkpoint if it has one "
+                "(use --set run_name=NEW to start a new run)")
+    if latest:
+        log.say(f"[train] latest complete checkpoint: epoch {latest['epoch']} ({latest['path']}, {latest['time']})")
+    (run_dir / STOPPED).unlink(missing_ok=True)
     ensure_ray(address, num_cpus=None)
     cpus = fit_cpus_per_worker(workers, settings.cpus_per_worker, use_gpu)
     trainer = TorchTrainer(
@@ -136,20 +160,60 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
-            name=cfg["run_name"], storage_path=cfg["work_dir"],
-            checkpoint_config=CheckpointConfig(num_to_keep=max(1, train_settings.keep_checkpoints)),
+            name=cfg["run_name"], storage_path=storage_path,
+            # Retention is the platform's (run_state.prune_checkpoints): last K plus best.pth.
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=settings.max_failures)),
     )
-    print(f"[train] run '{cfg['run_name']}' in {run_dir}: {workers} worker(s), "
-          f"{'GPU' if use_gpu else 'CPU'}, "
-          + (f"{train_settings.iters} iterations" if train_settings.iters else f"{train_settings.epochs} epochs"),
-          flush=True)
+    log.say(f"[train] run '{cfg['run_name']}' in {run_dir}: {workers} worker(s), "
+            f"{'GPU' if use_gpu else 'CPU'}, "
+            + (f"{train_settings.iters} iterations" if train_settings.iters else f"{train_settings.epochs} epochs")
+            + f", up to {settings.max_failures} worker-group restart(s)")
     try:
-        result = trainer.fit()
+        result = fit_interruptibly(trainer)
+    except KeyboardInterrupt:
+        log.say(f"[train] interrupted: stopping the workers. Finished epochs are kept in {run_dir}; "
+                f"continue with: platform train TASK --resume --set run_name={cfg['run_name']}")
+        shutdown_ray()
+        raise
     except Exception as e:
         raise user_error(e) from None
+    stopped = read_stopped(run_dir)
+    if stopped:
+        raise PlatformError(f"training stopped: {stopped['reason']}")
     metrics = dict(result.metrics or {})
-    summary = {"run_dir": str(run_dir), "metrics": metrics,
-               "best_checkpoint": str(run_dir / "best.pth") if (run_dir / "best.pth").exists() else None,
-               "last_checkpoint": str(Path(result.checkpoint.path) / CKPT_FILE) if result.checkpoint else None}
-    return summary
+    latest = read_latest(run_dir)
+    return {"run_dir": str(run_dir), "metrics": metrics,
+            "best_checkpoint": str(run_dir / "best.pth") if (run_dir / "best.pth").exists() else None,
+            "last_checkpoint": str(run_dir / latest["path"] / "model.pth") if latest else None}
+
+
+def fit_interruptibly(trainer: Any) -> Any:
+    """``trainer.fit()`` in a helper thread, so that Ctrl-C (and SIGTERM, see the CLI) reach this
+    thread as ``KeyboardInterrupt``. On the main thread Ray Train installs its own SIGINT handler,
+    which aborts the run and then exits the process with status 1 before our clean-up can run."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def shutdown_ray() -> None:
+    """Stop what this driver started (workers, placement groups, a local Ray instance)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -1,31 +1,38 @@
 """The per-worker training loop, run by every Ray Train worker (or in-process for one worker).
 
-Task-agnostic: it asks the Task for datasets, loss and evaluation. Each epoch ends with a
-checkpoint reported to Ray (model, optimizer, scheduler, epoch, config, best metric), so a re-run
-of the same run name resumes where it stopped.
+Task-agnostic: it asks the Task for datasets, loss and evaluation. Each saved epoch ends with a
+checkpoint in the run folder (model, optimizer, scheduler, epoch, config, best metric, fault
+counts) that is recorded in ``latest.json`` and registered with Ray, so a restarted worker group, a
+re-run of the same run name or ``--resume`` continue where the run stopped (see ``run_state``).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import tempfile
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from ..checkpoint import read_checkpoint, save_checkpoint
+from ..checkpoint import save_checkpoint
 from ..config import parse_section
+from ..errors import ConfigError, PlatformError
 from ..imageio import loader_worker_init
 from ..tasks.base import Task, build_task
 from .optim import build_optimizer, build_scheduler
+from .run_state import (CHECKPOINTS, CKPT_FILE, STOPPED, epoch_dir_name, find_resume_point,
+                        prune_checkpoints, read_stopped, record_latest, write_json_atomic)
+from .runlog import MetricsLog, RunLog
 
-CKPT_FILE = "model.pth"
+LR_SCALING = ("none", "linear", "sqrt")
+NONFINITE = ("stop", "skip")
 
 
 @dataclass
@@ -33,19 +40,57 @@ class TrainSettings:
     """``train`` section of a task YAML."""
 
     epochs: int = 210
-    iters: Optional[int] = None      # iteration-based schedule: total iterations (overrides epochs)
-    amp: bool = True                 # bf16 autocast + channels_last on CPU, fp16 AMP on GPU
+    iters: Optional[int] = None      # iteration-based schedule: total optimizer steps (overrides epochs)
+    amp: bool = True                 # bf16 autocast on CPUs with native bf16, fp16 AMP on GPU
     channels_last: bool = True
     log_interval: int = 50           # iterations between progress lines
-    keep_checkpoints: int = 2        # latest checkpoints kept by Ray (best.pth is kept separately)
+    keep_checkpoints: int = 2        # newest epoch checkpoints kept (best.pth is kept separately)
     checkpoint_interval: int = 1     # epochs between checkpoints (short epochs: raise it)
     load_from: Optional[str] = None  # initial weights, any supported checkpoint format
     grad_clip: Optional[float] = None
-    max_iters: Optional[int] = None  # stop early after this many iterations in total (smoke tests)
+    max_iters: Optional[int] = None  # stop early after this many optimizer steps in total (smoke tests)
+    accumulate: int = 1              # batches per optimizer step (gradient accumulation)
+    sync_bn: bool = False            # batch-norm statistics over all workers' batches
+    lr_scaling: str = "none"         # none | linear | sqrt: scale optimizer.lr by total batch / base
+    base_batch_size: Optional[int] = None  # total batch size optimizer.lr was tuned for
+    nonfinite_loss: str = "stop"     # stop | skip (skip the batch and count it)
+    max_fault_fraction: float = 0.01  # more skipped samples (or batches) per epoch than this: error
+
+    def __post_init__(self) -> None:
+        if self.accumulate < 1:
+            raise ConfigError(f"train.accumulate must be >= 1, got {self.accumulate}")
+        if self.lr_scaling not in LR_SCALING:
+            raise ConfigError(f"train.lr_scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
+        if self.lr_scaling != "none" and not self.base_batch_size:
+            raise ConfigError("train.lr_scaling needs train.base_batch_size: the total batch size "
+                              "optimizer.lr was tuned for (e.g. 128 for the official pose recipe)")
+        if self.nonfinite_loss not in NONFINITE:
+            raise ConfigError(f"train.nonfinite_loss must be stop or skip, got {self.nonfinite_loss!r}")
+        if not 0.0 <= float(self.max_fault_fraction) <= 1.0:
+            raise ConfigError(f"train.max_fault_fraction must be between 0 and 1, got {self.max_fault_fraction}")
 
 
 def run_dir_of(cfg: dict) -> Path:
-    return Path(cfg["work_dir"]).resolve() / cfg["run_name"]
+    """The run folder: ``<ray.storage or work_dir>/<run_name>``."""
+    storage = (cfg.get("ray") or {}).get("storage") or cfg["work_dir"]
+    return Path(storage).expanduser().resolve() / cfg["run_name"]
+
+
+def scaled_lr(lr: float, total_batch: int, settings: TrainSettings) -> float:
+    """The learning-rate scaling rule: ``lr * (total/base)`` (linear) or ``lr * sqrt(total/base)``."""
+    if settings.lr_scaling == "none":
+        return lr
+    ratio = total_batch / float(settings.base_batch_size)
+    return lr * (ratio if settings.lr_scaling == "linear" else math.sqrt(ratio))
+
+
+def seed_worker(seed: int, rank: int) -> None:
+    """Seed Python, numpy and torch per worker (rank 0's initial weights are broadcast by DDP).
+    Augmentation does not use these streams: it draws from (seed, epoch, sample index), so a resumed
+    run sees the same augmented samples as an uninterrupted one."""
+    random.seed(seed + rank)
+    np.random.seed((seed + rank) % 2**32)
+    torch.manual_seed(seed + rank)
 
 
 def _bar(frac: float, width: int = 20) -> str:
@@ -56,33 +101,6 @@ def _bar(frac: float, width: int = 20) -> str:
 def _fmt_time(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-class MetricsLog:
-    """Metrics to a JSONL file and TensorBoard (rank 0 only)."""
-
-    def __init__(self, run_dir: Path):
-        self.dir = run_dir / "logs"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(self.dir / "metrics.jsonl", "a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(self.dir / "tensorboard"))
-        except Exception:  # tensorboard missing: JSONL still has everything
-            self.tb = None
-
-    def write(self, step: int, record: dict) -> None:
-        self.jsonl.write(json.dumps({"step": step, "time": time.time(), **record}) + "\n")
-        self.jsonl.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "epoch":
-                    self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        self.jsonl.close()
-        if self.tb is not None:
-            self.tb.close()
 
 
 def quiet_ray_train_info() -> None:
@@ -99,8 +117,6 @@ def quiet_ray_train_info() -> None:
 
 def weight_fingerprints(model: torch.nn.Module) -> list[float]:
     """One number per worker summarising its weights (gathered over DDP): equal when in sync."""
-    import torch.distributed as dist
-
     with torch.no_grad():
         fp = torch.stack([sum((p.double() * (i + 1)).sum() for i, p in enumerate(model.parameters()))])
     gathered = [torch.zeros_like(fp) for _ in range(dist.get_world_size())]
@@ -134,8 +150,30 @@ def _autocast_factory(device: torch.device, mode: str):
     return contextlib.nullcontext
 
 
+def any_worker(flag: bool, world: int, device: torch.device) -> bool:
+    """True on every worker if ``flag`` is true on any (keeps collective decisions identical)."""
+    if world <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+def gather_lists(items: list, world: int) -> list:
+    if world <= 1:
+        return list(items)
+    out: list = [None] * world
+    dist.all_gather_object(out, list(items))
+    return [x for part in out for x in part]
+
+
+class StopRun(Exception):
+    """A decision taken by all workers together to end the run (non-finite loss, too many faults);
+    not retried by Ray: the message goes to the driver as the run's result."""
+
+
 def train_worker(config: dict) -> None:
-    """Entry point of every Ray Train worker; ``config = {"cfg": plain config dict}``."""
+    """Entry point of every Ray Train worker; ``config = {"cfg": plain config dict, "threads": n}``."""
     import ray.train
     import ray.train.torch
 
@@ -148,7 +186,9 @@ def train_worker(config: dict) -> None:
     if threads > 0:
         torch.set_num_threads(threads)
     seed = int(cfg.get("seed", 0))
-    torch.manual_seed(seed + rank)
+    seed_worker(seed, rank)
+    run_dir = run_dir_of(cfg)
+    log = RunLog(run_dir, enabled=rank == 0)
 
     task: Task = build_task(cfg)
     device = ray.train.torch.get_device()
@@ -156,8 +196,10 @@ def train_worker(config: dict) -> None:
     if settings.load_from:
         from ..checkpoint import load_checkpoint
         report = load_checkpoint(model, settings.load_from, strict=False)
-        if rank == 0:
-            print(f"[init] {report.summary()}", flush=True)
+        log.say(f"[init] {report.summary()}")
+    if settings.sync_bn and world > 1:
+        from .syncbn import convert_sync_batchnorm
+        model = convert_sync_batchnorm(model, device)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
@@ -173,145 +215,216 @@ def train_worker(config: dict) -> None:
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=len(dataset) >= batch_size * world,
                         num_workers=task.data.loader_workers, worker_init_fn=loader_worker_init,
                         collate_fn=task.collate, persistent_workers=task.data.loader_workers > 0)
-    iters_per_epoch = max(1, len(loader))
+    batches_per_epoch = max(1, len(loader))
+    accum = settings.accumulate
+    steps_per_epoch = math.ceil(batches_per_epoch / accum)
     if settings.iters:
-        # Iteration-based recipes (segmentation): run whole epochs until `iters` iterations are done.
-        settings.epochs = math.ceil(settings.iters / iters_per_epoch)
+        # Iteration-based recipes (segmentation): run whole epochs until `iters` steps are done.
+        settings.epochs = math.ceil(settings.iters / steps_per_epoch)
         settings.max_iters = settings.iters
-    optimizer = build_optimizer(core.parameters(), cfg.get("optimizer") or {})
+    total_batch = batch_size * world * accum
+    optim_cfg = dict(cfg.get("optimizer") or {"type": "Adam", "lr": 1e-3})
+    base_lr = float(optim_cfg.get("lr", 1e-3))
+    optim_cfg["lr"] = scaled_lr(base_lr, total_batch, settings)
+    optimizer = build_optimizer(core.parameters(), optim_cfg)
     sched_cfg = cfg.get("scheduler") or {}
     by_iter = bool(sched_cfg.get("by_iter", False))
     scheduler = build_scheduler(optimizer, sched_cfg,
-                                (settings.iters or settings.epochs * iters_per_epoch) if by_iter else settings.epochs)
+                                (settings.iters or settings.epochs * steps_per_epoch) if by_iter else settings.epochs)
     precision = amp_mode(device, settings.amp)
     autocast = _autocast_factory(device, precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    if rank == 0:
-        note = " (this CPU has no native bf16, so fp32 is faster)" if settings.amp and precision == "fp32" else ""
-        print(f"[train] {world} worker(s) on {device.type}, precision {precision}{note}, "
-              f"{len(dataset)} training samples, batch {batch_size}/worker", flush=True)
+    note = " (this CPU has no native bf16, so fp32 is faster)" if settings.amp and precision == "fp32" else ""
+    log.say(f"[train] {world} worker(s) on {device.type}, precision {precision}{note}, "
+            f"{len(dataset)} training samples, total batch {total_batch} = {batch_size}/worker x {world} "
+            f"worker(s) x {accum} accumulation step(s)"
+            + (f", sync BN" if settings.sync_bn and world > 1 else ""))
+    if settings.lr_scaling != "none":
+        log.say(f"[train] lr {base_lr:.3g} -> {optim_cfg['lr']:.3g} ({settings.lr_scaling} scaling from "
+                f"base batch {settings.base_batch_size} to {total_batch})")
 
-    start_epoch, best, global_step = 0, None, 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = read_checkpoint(Path(d) / CKPT_FILE)
+    start_epoch, best, global_step, faults_total, skipped_total = 0, None, 0, 0, 0
+    ray_ckpt = ray.train.get_checkpoint()
+    resume = find_resume_point(run_dir, Path(ray_ckpt.path) if ray_ckpt is not None else None, warn=log.say)
+    if resume is not None:
+        state = resume.state
         core.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        start_epoch = int(state["meta"]["epoch"]) + 1
-        best = state["meta"].get("best")
-        global_step = int(state["meta"].get("global_step", 0))
-        if rank == 0:
-            print(f"[resume] continuing from the checkpoint of epoch {start_epoch} "
-                  f"(best {task.primary_metric} so far: {best})", flush=True)
+        meta = state["meta"]
+        start_epoch = int(meta["epoch"]) + 1
+        best = meta.get("best")
+        global_step = int(meta.get("global_step", 0))
+        faults_total = int(meta.get("faults_total", 0))
+        skipped_total = int(meta.get("skipped_batches_total", 0))
+        log.say(f"[resume] continuing after epoch {start_epoch} from {resume.path} ({resume.source}); "
+                f"best {task.primary_metric} so far: {best}")
 
-    run_dir = run_dir_of(cfg)
     if start_epoch >= settings.epochs:
-        if rank == 0:
-            print(f"[train] run {cfg['run_name']} already finished its {settings.epochs} epochs; "
-                  "raise train.epochs to continue it or use --set run_name=NEW", flush=True)
+        log.say(f"[train] run {cfg['run_name']} already finished its {settings.epochs} epochs; "
+                "raise train.epochs to continue it or use --set run_name=NEW")
         done = {"epoch": start_epoch, "best": best, "already_finished": True}
         ray.train.report({k: v for k, v in done.items() if v is not None})
         return
-    log = MetricsLog(run_dir) if rank == 0 else None
+    metrics_log = MetricsLog(run_dir) if rank == 0 else None
     eval_interval = int(getattr(getattr(task, "eval_cfg", None), "interval", 1) or 1)
     total_epochs = settings.epochs
     t_run = time.time()
-    for epoch in range(start_epoch, total_epochs):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        else:
-            sampler.generator.manual_seed(seed * 1000 + epoch)
-        dataset.set_epoch(epoch)
-        model.train()
-        t0 = time.time()
-        loss_sum, n_seen, faults = 0.0, 0, []
-        for it, batch in enumerate(loader):
-            faults += [f for f in batch.get("fault", []) if f]
-            images = batch["image"].to(device, non_blocking=True)
-            if settings.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                     for k, v in batch.items()}
-            with autocast():
-                outputs = model(images)
-            loss = task.loss(outputs, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, iteration {it + 1}; "
-                                         "lower the learning rate or check the data")
+    try:
+        for epoch in range(start_epoch, total_epochs):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            else:
+                sampler.generator.manual_seed(seed * 1000 + epoch)
+            dataset.set_epoch(epoch)
+            model.train()
+            t0 = time.time()
+            loss_sum, n_seen, faults, skipped = 0.0, 0, [], 0
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if settings.grad_clip:
-                torch.nn.utils.clip_grad_norm_(core.parameters(), settings.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if by_iter:
+            for it, batch in enumerate(loader):
+                faults += [f for f in batch.get("fault", []) if f]
+                images = batch["image"].to(device, non_blocking=True)
+                if settings.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                         for k, v in batch.items()}
+                last = it + 1 == batches_per_epoch
+                step_now = (it + 1) % accum == 0 or last
+                # DDP all-reduces gradients only on the batch that completes an optimizer step.
+                sync = model.no_sync() if (world > 1 and not step_now and hasattr(model, "no_sync")) \
+                    else contextlib.nullcontext()
+                with sync:
+                    with autocast():
+                        outputs = model(images)
+                    loss = task.loss(outputs, batch)
+                    bad = any_worker(not bool(torch.isfinite(loss)), world, device)
+                    if bad:
+                        where = f"epoch {epoch + 1}, iteration {it + 1} (step {global_step + 1})"
+                        value = loss.item()
+                        what = f"loss is {value}" if not math.isfinite(value) else "loss is not finite on another worker"
+                        if settings.nonfinite_loss == "stop":
+                            raise StopRun(f"{what} at {where}; the last good "
+                                          "checkpoint is kept. Lower the learning rate, check the data, or "
+                                          "set train.nonfinite_loss=skip")
+                        skipped += 1
+                        log.say(f"[train] non-finite loss at {where}: batch skipped ({skipped} this epoch)")
+                    else:
+                        loss_for_grad = loss / accum
+                        (scaler.scale(loss_for_grad) if scaler is not None else loss_for_grad).backward()
+                        loss_sum += loss.item() * len(images)
+                        n_seen += len(images)
+                if step_now:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)
+                    if settings.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(core.parameters(), settings.grad_clip)
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if by_iter:
+                        scheduler.step()
+                    global_step += 1
+                if rank == 0 and ((it + 1) % settings.log_interval == 0 or last):
+                    dt = time.time() - t0
+                    speed = (it + 1) * batch_size * world / max(dt, 1e-9)
+                    done = (epoch - start_epoch) * batches_per_epoch + it + 1
+                    todo = (total_epochs - start_epoch) * batches_per_epoch - done
+                    eta = (time.time() - t_run) / done * todo
+                    log.say(f"epoch {epoch + 1}/{total_epochs} [{_bar((it + 1) / batches_per_epoch)}] "
+                            f"{it + 1}/{batches_per_epoch} loss {loss_sum / max(1, n_seen):.6f} "
+                            f"lr {optimizer.param_groups[0]['lr']:.2e} {speed:.1f} img/s eta {_fmt_time(eta)}")
+                if settings.max_iters and global_step >= settings.max_iters and step_now:
+                    break
+            if not by_iter:
                 scheduler.step()
-            global_step += 1
-            loss_sum += loss.item() * len(images)
-            n_seen += len(images)
-            last = it + 1 == iters_per_epoch
-            if rank == 0 and ((it + 1) % settings.log_interval == 0 or last):
-                dt = time.time() - t0
-                speed = n_seen * world / max(dt, 1e-9)
-                done = (epoch - start_epoch) * iters_per_epoch + it + 1
-                todo = (total_epochs - start_epoch) * iters_per_epoch - done
-                eta = (time.time() - t_run) / done * todo
-                print(f"epoch {epoch + 1}/{total_epochs} [{_bar((it + 1) / iters_per_epoch)}] "
-                      f"{it + 1}/{iters_per_epoch} loss {loss_sum / n_seen:.6f} "
-                      f"lr {optimizer.param_groups[0]['lr']:.2e} {speed:.1f} img/s eta {_fmt_time(eta)}",
-                      flush=True)
-            if settings.max_iters and global_step >= settings.max_iters:
-                break
-        if not by_iter:
-            scheduler.step()
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_seen),
-                                   "lr": optimizer.param_groups[0]["lr"], "faults": len(faults),
-                                   "epoch_time_s": time.time() - t0}
-        if faults:
-            print(f"[rank {rank}] epoch {epoch + 1}: {len(faults)} sample(s) skipped: "
-                  + "; ".join(sorted(set(faults))[:5]), flush=True)
-        finished = epoch + 1 == total_epochs or bool(settings.max_iters and global_step >= settings.max_iters)
-        if world > 1 and finished:
-            metrics["weight_fingerprints"] = weight_fingerprints(core)
-        if rank == 0 and ((epoch + 1) % eval_interval == 0 or finished):
-            t_eval = time.time()
-            stats = task.evaluate(core, run_dir / "eval" / f"epoch_{epoch + 1:03d}", device, autocast=autocast)
-            metrics.update(stats)
-            metrics["eval_time_s"] = time.time() - t_eval
-            key = task.primary_metric
-            if key in stats:
-                print(f"epoch {epoch + 1}: {key} {stats[key]:.4f} (eval {metrics['eval_time_s']:.0f}s)", flush=True)
-                better = best is None or (stats[key] > best if task.greater_is_better else stats[key] < best)
-                if better:
-                    best = stats[key]
-                    save_checkpoint(run_dir / "best.pth", core, meta={"epoch": epoch + 1, key: best,
-                                                                      "config": cfg})
-        metrics["best"] = best
-        meta = {"epoch": epoch, "global_step": global_step, "best": best, "config": cfg}
-        save = finished or (epoch + 1) % max(1, settings.checkpoint_interval) == 0
-        if rank == 0:
-            log.write(global_step, {k: v for k, v in metrics.items() if v is not None})
-        reported = {k: v for k, v in metrics.items() if v is not None}
-        if rank == 0 and save:
-            with tempfile.TemporaryDirectory() as tmp:
-                save_checkpoint(Path(tmp) / CKPT_FILE, core, meta=meta, optimizer=optimizer.state_dict(),
+
+            all_faults = gather_lists(faults, world)
+            seen_total = sum(gather_lists([n_seen + skipped * batch_size], world))
+            faults_total += len(all_faults)
+            skipped_total += skipped
+            metrics: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_seen),
+                                       "lr": optimizer.param_groups[0]["lr"], "faults": len(all_faults),
+                                       "faults_total": faults_total, "skipped_batches": skipped,
+                                       "epoch_time_s": time.time() - t0}
+            if all_faults:
+                log.say(f"[data] epoch {epoch + 1}: {len(all_faults)} sample(s) skipped (listed in "
+                        f"logs/faults.txt): " + "; ".join(sorted(set(all_faults))[:5]))
+                log.faults(epoch + 1, all_faults)
+            fault_fraction = len(all_faults) / max(1, seen_total)
+            if fault_fraction > settings.max_fault_fraction:
+                raise StopRun(f"{len(all_faults)} of {seen_total} samples ({fault_fraction:.1%}) were skipped in "
+                              f"epoch {epoch + 1}, more than train.max_fault_fraction="
+                              f"{settings.max_fault_fraction}; see {run_dir / 'logs' / 'faults.txt'}")
+            if skipped / batches_per_epoch > settings.max_fault_fraction:
+                raise StopRun(f"{skipped} of {batches_per_epoch} batches had a non-finite loss in epoch "
+                              f"{epoch + 1}, more than train.max_fault_fraction={settings.max_fault_fraction}; "
+                              "lower the learning rate or check the data")
+
+            if not all(bool(torch.isfinite(t).all()) for t in core.state_dict().values() if t.is_floating_point()):
+                raise StopRun(f"the weights are no longer finite after epoch {epoch + 1} (the model diverged); "
+                              "the last good checkpoint is kept. Lower the learning rate")
+            finished = epoch + 1 == total_epochs or bool(settings.max_iters and global_step >= settings.max_iters)
+            if world > 1 and finished:
+                metrics["weight_fingerprints"] = weight_fingerprints(core)
+            if rank == 0 and ((epoch + 1) % eval_interval == 0 or finished):
+                t_eval = time.time()
+                try:
+                    stats = task.evaluate(core, run_dir / "eval" / f"epoch_{epoch + 1:03d}", device, autocast=autocast)
+                except PlatformError as e:  # deterministic: a Ray retry would fail the same way
+                    raise StopRun(f"evaluation after epoch {epoch + 1} failed: {e}") from None
+                metrics.update(stats)
+                metrics["eval_time_s"] = time.time() - t_eval
+                key = task.primary_metric
+                if key in stats:
+                    log.say(f"epoch {epoch + 1}: {key} {stats[key]:.4f} (eval {metrics['eval_time_s']:.0f}s)")
+                    better = best is None or (stats[key] > best if task.greater_is_better else stats[key] < best)
+                    if better:
+                        best = stats[key]
+                        save_checkpoint(run_dir / "best.pth", core, meta={"epoch": epoch + 1, key: best,
+                                                                          "config": cfg})
+            metrics["best"] = best
+            reported = {k: v for k, v in metrics.items() if v is not None}
+            save = finished or (epoch + 1) % max(1, settings.checkpoint_interval) == 0
+            ckpt_name = epoch_dir_name(epoch + 1)
+            ckpt = None
+            if rank == 0 and save:
+                meta = {"epoch": epoch, "global_step": global_step, "best": best, "config": cfg,
+                        "faults_total": faults_total, "skipped_batches_total": skipped_total,
+                        "world_size": world, "total_batch": total_batch}
+                ckpt_dir = run_dir / CHECKPOINTS / ckpt_name
+                save_checkpoint(ckpt_dir / CKPT_FILE, core, meta=meta, optimizer=optimizer.state_dict(),
                                 scheduler=scheduler.state_dict(),
                                 scaler=scaler.state_dict() if scaler is not None else None)
-                ray.train.report(reported, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            ray.train.report(reported)
-        if finished:
-            break
-    if log is not None:
-        log.close()
+                record_latest(run_dir, ckpt_dir, epoch + 1, global_step)
+                prune_checkpoints(run_dir, settings.keep_checkpoints)
+                ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir))
+            if metrics_log is not None:
+                metrics_log.write(global_step, reported)
+            if save:
+                from ray.train import CheckpointUploadMode
+                # The checkpoint is already in the run folder: Ray registers it without a copy.
+                ray.train.report(reported, checkpoint=ckpt, checkpoint_dir_name=ckpt_name,
+                                 checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+            else:
+                ray.train.report(reported)
+            if read_stopped(run_dir) is not None:  # rank 0 stopped the run while the others waited
+                break
+            if finished:
+                if faults_total or skipped_total:
+                    log.say(f"[summary] {faults_total} sample(s) skipped over the run "
+                            f"(logs/faults.txt), {skipped_total} batch(es) with a non-finite loss skipped")
+                break
+    except StopRun as e:
+        # Ray returns only the metrics attached to checkpoints, so the reason goes to the run folder.
+        log.say(f"[train] stopped: {e}")
+        if rank == 0:
+            write_json_atomic(run_dir / STOPPED, {"epoch": epoch + 1, "reason": str(e)})
+        ray.train.report({"stopped": str(e), "epoch": epoch + 1})
+    finally:
+        if metrics_log is not None:
+            metrics_log.close()

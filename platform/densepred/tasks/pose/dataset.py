@@ -11,6 +11,7 @@ Validation boxes come from ground truth or from a person detection results file
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -50,6 +51,41 @@ def resolve_image_dir(data_root: Path, split: str) -> Path:
                     f"(looked for images/{split}/ and {split}/)")
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _keypoint_array(kps: list) -> Optional[np.ndarray]:
+    """The keypoint values as float32, or None if one is not a finite number."""
+    try:
+        k = np.asarray(kps)
+    except (TypeError, ValueError):  # ragged nesting
+        return None
+    if k.ndim != 1 or k.dtype.kind not in "iuf":  # strings, null, booleans or lists among the values
+        return None
+    k = k.astype(np.float32)
+    return k if np.isfinite(k).all() else None
+
+
+def as_box(box: Any) -> Optional[list[float]]:
+    """``box`` as four floats ``[x, y, w, h]``, or None if it is not a list of four finite numbers."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_is_number(v) for v in box):
+        return None
+    return [float(v) for v in box]
+
+
+def check_images(coco: Any, ann_file: Path) -> None:
+    """Every image entry names its file and has a positive width and height (the loader needs them)."""
+    for image_id, info in coco.imgs.items():
+        if not isinstance(info.get("file_name"), str) or not info["file_name"]:
+            raise DataError(f"{ann_file}: image {image_id} has no 'file_name'; every entry of 'images' "
+                            "needs id, file_name, width and height")
+        for key in ("width", "height"):
+            if not _is_number(info.get(key)) or info[key] <= 0:
+                raise DataError(f"{ann_file}: image {image_id} ({info['file_name']}) has {key} "
+                                f"{info.get(key)!r}; expected a positive number of pixels")
+
+
 def clean_box(bbox: list[float], width: int, height: int) -> Optional[list[float]]:
     """Clip a COCO [x, y, w, h] box to the image as the official loader does; None if empty."""
     x, y, w, h = bbox
@@ -71,15 +107,30 @@ def load_gt_persons(coco: Any, ann_file: Path, image_dir: Path, aspect_ratio: fl
             if ann.get("category_id") != 1 or ann.get("iscrowd", 0):
                 continue
             kps = ann.get("keypoints") or []
+            if not isinstance(kps, list):
+                raise DataError(f"{ann_file}: annotation {ann.get('id')} has keypoints of type "
+                                f"{type(kps).__name__}; expected a list of {3 * num_keypoints} numbers")
             if len(kps) != 3 * num_keypoints:
                 raise DataError(f"{ann_file}: annotation {ann.get('id')} has {len(kps)} keypoint values, "
                                 f"expected {3 * num_keypoints} ({num_keypoints} keypoints x 3)")
-            if max(kps) == 0 or ann.get("area", 0) <= 0:
+            k = _keypoint_array(kps)
+            if k is None:
+                bad = next((v for v in kps if not _is_number(v)), "out of range")
+                raise DataError(f"{ann_file}: annotation {ann.get('id')} has the keypoint value {bad!r}; "
+                                "keypoints must be numbers (x, y, visibility)")
+            area = ann.get("area", 0)
+            if not _is_number(area):
+                raise DataError(f"{ann_file}: annotation {ann.get('id')} has area {area!r}; expected a number")
+            bbox = as_box(ann.get("bbox"))
+            if bbox is None:
+                raise DataError(f"{ann_file}: annotation {ann.get('id')} has an invalid bbox {ann.get('bbox')!r} "
+                                "(expected [x, y, width, height])")
+            if k.max() == 0 or area <= 0:
                 continue
-            box = clean_box(ann["bbox"], info["width"], info["height"])
+            box = clean_box(bbox, info["width"], info["height"])
             if box is None:
                 continue
-            k = np.asarray(kps, dtype=np.float32).reshape(-1, 3)
+            k = k.reshape(-1, 3)
             joints = np.zeros((num_keypoints, 3), np.float32)
             joints[:, :2] = k[:, :2]
             vis = np.minimum(k[:, 2:3], 1.0).repeat(3, axis=1)
@@ -105,20 +156,26 @@ def load_detected_persons(coco: Any, bbox_file: Path, image_dir: Path, aspect_ra
     records = []
     for i, d in enumerate(dets):
         try:
-            image_id, box, score = d["image_id"], d["bbox"], float(d["score"])
+            image_id, box, score = d["image_id"], d["bbox"], d["score"]
         except (KeyError, TypeError):
             raise DataError(f"{bbox_file}: detection #{i} lacks image_id/bbox/score") from None
+        if not _is_number(score):
+            raise DataError(f"{bbox_file}: detection #{i} has score {score!r}; expected a number")
+        score = float(score)
         if d.get("category_id", 1) != 1 or score < score_thr:
             continue
         if image_id not in coco.imgs:
             raise DataError(f"{bbox_file}: detection #{i} refers to image_id {image_id}, "
                             "which is not in the annotation file")
-        if len(box) != 4 or box[2] <= 0 or box[3] <= 0:
+        checked = as_box(box)
+        if checked is None:
+            raise DataError(f"{bbox_file}: detection #{i} has an invalid box {box} (expected [x, y, width, height])")
+        if checked[2] <= 0 or checked[3] <= 0:
             raise DataError(f"{bbox_file}: detection #{i} has an invalid box {box} (width and height must be > 0)")
-        center, scale = box_to_center_scale(*box, aspect_ratio=aspect_ratio)
+        center, scale = box_to_center_scale(*checked, aspect_ratio=aspect_ratio)
         zeros = np.zeros((num_keypoints, 3), np.float32)
         records.append(PersonRecord(image_id, str(image_dir / coco.imgs[image_id]["file_name"]),
-                                    center, scale, zeros, zeros.copy(), score, float(box[2] * box[3])))
+                                    center, scale, zeros, zeros.copy(), score, checked[2] * checked[3]))
     return records
 
 
@@ -151,6 +208,7 @@ class CocoPoseDataset(EpochAware, Dataset):
         self.coco = load_coco_gt(self.ann_file)
         if not self.coco.imgs:
             raise DataError(f"{self.ann_file}: the annotation file lists no images")
+        check_images(self.coco, self.ann_file)
         self.image_dir = resolve_image_dir(root, split)
         self.codec = codec
         self.input_size = tuple(codec.input_size)

@@ -16,6 +16,7 @@ import torch
 
 from ...errors import DataError
 from ...imageio import read_rgb
+from .dataset import as_box
 from .evaluation import to_coco_results
 from .geometry import box_to_center_scale
 from ...imagenorm import normalize
@@ -67,14 +68,26 @@ def load_boxes(path: Optional[str]) -> dict[Any, list[tuple[list[float], float]]
         dets = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise DataError(f"{p}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    if not isinstance(dets, list):
+        raise DataError(f"{p}: expected a JSON list of detections in COCO results format "
+                        f"([{{\"image_id\": ..., \"bbox\": [x, y, w, h], \"score\": ...}}, ...]), "
+                        f"got a {type(dets).__name__}")
     out: dict[Any, list] = {}
-    for i, d in enumerate(dets if isinstance(dets, list) else []):
+    for i, d in enumerate(dets):
+        if not isinstance(d, dict) or "image_id" not in d or "bbox" not in d:
+            raise DataError(f"{p}: detection #{i} lacks image_id/bbox (COCO results format: "
+                            "{\"image_id\": ..., \"bbox\": [x, y, w, h], \"score\": ...})")
         if d.get("category_id", 1) != 1:
             continue
-        box = d.get("bbox")
-        if not box or len(box) != 4 or box[2] <= 0 or box[3] <= 0:
-            raise DataError(f"{p}: detection #{i} has an invalid box {box} (width and height must be > 0)")
-        out.setdefault(d["image_id"], []).append((list(map(float, box)), float(d.get("score", 1.0))))
+        box = as_box(d["bbox"])
+        if box is None:
+            raise DataError(f"{p}: detection #{i} has an invalid box {d['bbox']} (expected [x, y, width, height])")
+        if box[2] <= 0 or box[3] <= 0:
+            raise DataError(f"{p}: detection #{i} has an invalid box {d['bbox']} (width and height must be > 0)")
+        score = d.get("score", 1.0)
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            raise DataError(f"{p}: detection #{i} has score {score!r}; expected a number")
+        out.setdefault(d["image_id"], []).append((box, float(score)))
     return out
 
 

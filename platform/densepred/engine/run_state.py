@@ -1,0 +1,150 @@
+"""What a run keeps on disk between attempts: epoch checkpoints, the record of the latest complete
+one, retention, and choosing where to resume from.
+
+Layout of a run folder (``<storage>/<run_name>``, shared by all nodes on a cluster)::
+
+    checkpoints/epoch_0003/model.pth   one per saved epoch (the newest ``keep`` are kept)
+    latest.json                        the platform's record of the newest complete checkpoint
+    stopped.json                       why the last attempt stopped early, if it did
+    best.pth                           the best weights by the task's metric (never pruned)
+    logs/                              train.log, metrics.jsonl, faults.txt, tensorboard/
+
+Checkpoints are written by rank 0 straight into the run folder (temp file + rename) and then
+registered with Ray without a copy. ``latest.json`` is replaced only after the checkpoint file is
+complete, so a worker or driver killed at any moment leaves either the old or the new record, and a
+checkpoint that Ray had no time to register before a hard crash is still found.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..checkpoint import read_checkpoint
+from ..errors import CheckpointError
+
+CKPT_FILE = "model.pth"
+LATEST = "latest.json"
+CHECKPOINTS = "checkpoints"
+STOPPED = "stopped.json"  # why the workers ended the run early (non-finite loss, too many faults)
+
+
+def epoch_dir_name(epoch: int) -> str:
+    """Folder name of the checkpoint written after ``epoch`` (1-based) completed."""
+    return f"epoch_{epoch:04d}"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON so that readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def record_latest(run_dir: Path, ckpt_dir: Path, epoch: int, global_step: int) -> None:
+    """Point ``latest.json`` at a complete checkpoint (its file carries its own checksum)."""
+    write_json_atomic(run_dir / LATEST, {"path": str(ckpt_dir.relative_to(run_dir)), "epoch": epoch,
+                                         "global_step": global_step,
+                                         "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def _read_record(path: Path, key: str) -> Optional[dict]:
+    try:
+        rec = json.loads(path.read_text())
+        return rec if isinstance(rec, dict) and key in rec else None
+    except (OSError, ValueError):
+        return None
+
+
+def read_latest(run_dir: Path) -> Optional[dict]:
+    """The platform record of the newest complete checkpoint, or None."""
+    return _read_record(run_dir / LATEST, "path")
+
+
+def read_stopped(run_dir: Path) -> Optional[dict]:
+    """``{"epoch", "reason"}`` if the workers stopped the run early, else None."""
+    return _read_record(run_dir / STOPPED, "reason")
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` epoch checkpoints (never the one ``latest.json`` names)."""
+    folder = run_dir / CHECKPOINTS
+    if keep < 1 or not folder.is_dir():
+        return []
+    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("epoch_"))
+    latest = read_latest(run_dir)
+    protected = (run_dir / latest["path"]).resolve() if latest else None
+    removed = []
+    for d in dirs[:-keep]:
+        if d.resolve() != protected:
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+@dataclass
+class ResumePoint:
+    """A checkpoint to continue from and where it was found."""
+
+    state: dict
+    path: Path
+    source: str
+
+
+def _completed_epochs(folder: Path) -> Optional[int]:
+    name = folder.name
+    return int(name[len("epoch_"):]) if name.startswith("epoch_") and name[len("epoch_"):].isdigit() else None
+
+
+def _candidates(run_dir: Path, ray_dir: Optional[Path]) -> list[tuple[int, str, Path]]:
+    """(completed epochs, source, file), newest first, without reading the (large) files."""
+    found: list[tuple[int, str, Path]] = []
+    latest = read_latest(run_dir)
+    if latest:
+        found.append((int(latest.get("epoch", 0)), "the platform record latest.json",
+                      run_dir / latest["path"] / CKPT_FILE))
+    if ray_dir is not None:
+        epochs = _completed_epochs(ray_dir)
+        if epochs is None:  # a folder named by Ray (older runs): its epoch is inside the file
+            try:
+                epochs = int(read_checkpoint(ray_dir / CKPT_FILE)["meta"]["epoch"]) + 1
+            except (CheckpointError, KeyError, TypeError, ValueError):
+                epochs = 0
+        found.append((epochs, "the checkpoint Ray registered", ray_dir / CKPT_FILE))
+    folder = run_dir / CHECKPOINTS
+    if folder.is_dir():
+        for d in folder.glob("epoch_*"):
+            if _completed_epochs(d) is not None:
+                found.append((_completed_epochs(d), "the checkpoint folder", d / CKPT_FILE))
+    found.sort(key=lambda c: -c[0])  # stable: the record wins ties
+    return found
+
+
+def find_resume_point(run_dir: Path, ray_dir: Optional[Path],
+                      warn: Callable[[str], None] = print) -> Optional[ResumePoint]:
+    """The newest readable checkpoint among the platform record, the one Ray registered and the
+    checkpoint folder; a damaged file (bad checksum, truncated) is reported and an older one used."""
+    seen: set[Path] = set()
+    for _, source, path in _candidates(run_dir, ray_dir):
+        key = path.resolve()
+        if key in seen or not path.is_file():
+            continue
+        seen.add(key)
+        try:
+            return ResumePoint(read_checkpoint(path), path, source)
+        except CheckpointError as e:
+            warn(f"[resume] skipping a damaged checkpoint: {e}")
+    return None

@@ -1,0 +1,200 @@
+"""Long runs meet dead workers, interrupted drivers, diverging losses and bad files: real Ray Train
+runs of a tiny pose model that are hit by each of them and must carry on (or stop clearly) without
+losing finished work."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from densepred import PlatformError, load_config
+from densepred.engine.launch import train
+from densepred.engine.run_state import read_latest
+
+TASK = REPO / "tasks" / "pose_demo.yaml"
+TINY = ["bbox_file=null", "data.input_size=[48, 64]", "data.heatmap_size=[12, 16]", "data.batch_size=2",
+        "data.val_batch_size=16", "data.loader_workers=0", "evaluation.interval=1", "evaluation.flip_test=false",
+        "train.log_interval=1", "ray.cpus_per_worker=1", "train.channels_last=false",
+        "model.backbone.width=8"]
+
+
+def _overrides(root, work_dir, *extra):
+    return [f"data_root={root}", f"work_dir={work_dir}", *TINY, *extra]
+
+
+def _cfg(root, work_dir, *extra):
+    return load_config(TASK, _overrides(root, work_dir, *extra))
+
+
+def _epochs(run_dir):
+    return [json.loads(line)["epoch"] for line in open(run_dir / "logs" / "metrics.jsonl")]
+
+
+def _wait_for(predicate, timeout, what):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _log(run_dir):
+    p = run_dir / "logs" / "train.log"
+    return p.read_text() if p.exists() else ""
+
+
+def _placement_groups_alive():
+    import ray.util
+
+    return [pg for pg in ray.util.placement_group_table().values() if pg.get("state") != "REMOVED"]
+
+
+def test_sigkilled_worker_is_replaced_and_the_run_resumes(ray_local, tiny_pose_demo, tmp_path):
+    cfg = _cfg(tiny_pose_demo, tmp_path, "train.epochs=3", "run_name=kill", "ray.max_failures=2")
+    run_dir = tmp_path / "kill"
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(summary=train(cfg, workers=2)))
+    runner.start()
+    try:
+        _wait_for(lambda: (read_latest(run_dir) or {}).get("epoch") == 1, 240, "the epoch-1 checkpoint")
+        _wait_for(lambda: "epoch 2/3 [" in _log(run_dir), 60, "epoch 2 to start")
+        workers = _train_workers_alive()
+        assert len(workers) == 2
+        os.kill(workers[-1]["pid"], signal.SIGKILL)
+    finally:
+        runner.join(timeout=300)
+    assert not runner.is_alive() and "summary" in result, "training did not finish after the worker was killed"
+    m = result["summary"]["metrics"]
+    assert m["epoch"] == 3
+    resumed = [line for line in _log(run_dir).splitlines() if "[resume] continuing after epoch" in line]
+    assert len(resumed) == 1
+    assert int(resumed[0].split("continuing after epoch ")[1].split()[0]) >= 1
+    assert _epochs(run_dir) == [1, 2, 3]  # at most the epoch in progress was redone, none twice in the log
+    fp = m["weight_fingerprints"]
+    assert fp[0] == pytest.approx(fp[1], rel=1e-12, abs=0)
+    # retention: the newest 2 epoch checkpoints plus best.pth
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_0002", "epoch_0003"]
+    assert (run_dir / "best.pth").is_file()
+    assert _placement_groups_alive() == []
+
+
+def _cli_train(root, work_dir, *extra, resume=False):
+    """`platform train` in a child process, joining the test session's Ray instance as a user joins a
+    cluster (--address)."""
+    import ray
+
+    cmd = [sys.executable, "-m", "densepred.cli", "train", str(TASK), "--workers", "1",
+           "--address", ray.get_runtime_context().gcs_address,
+           *(["--resume"] if resume else []), "--set", *_overrides(root, work_dir, *extra)]
+    env = dict(os.environ, PYTHONPATH=str(REPO / "platform"), RAY_AUTH_MODE="disabled")
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _train_workers_alive():
+    from ray.util.state import list_actors
+
+    return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+
+
+def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(ray_local, tiny_pose_demo, tmp_path):
+    epochs = ["train.epochs=3", "seed=7"]
+    # Ctrl-C of `platform train` after epoch 1 ...
+    proc = _cli_train(tiny_pose_demo, tmp_path, *epochs, "run_name=cut")
+    run_dir = tmp_path / "cut"
+    try:
+        _wait_for(lambda: (read_latest(run_dir) or {}).get("epoch", 0) >= 1 or proc.poll() is not None, 300,
+                  "the epoch-1 checkpoint")
+        assert proc.poll() is None, proc.communicate()[0]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "continue with: platform train TASK --resume --set run_name=cut" in out
+    assert read_latest(run_dir)["epoch"] < 3  # really cut short
+    # Its workers and placement group are gone from the cluster.
+    _wait_for(lambda: _placement_groups_alive() == [], 60, "the interrupted run's placement group to be removed")
+    _wait_for(lambda: _train_workers_alive() == [], 60, "the interrupted run's workers to exit")
+
+    # ... then `platform train --resume` finishes it ...
+    proc = _cli_train(tiny_pose_demo, tmp_path, *epochs, "run_name=cut", resume=True)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert "[resume] continuing after epoch" in out
+
+    # ... with the same final weights as a run that was never interrupted.
+    summary = train(_cfg(tiny_pose_demo, tmp_path, *epochs, "run_name=whole"), workers=1)
+    whole = torch.load(summary["last_checkpoint"], weights_only=True)
+    cut = torch.load(run_dir / read_latest(run_dir)["path"] / "model.pth", weights_only=True)
+    assert whole["meta"]["global_step"] == cut["meta"]["global_step"]
+    for k, v in whole["state_dict"].items():
+        assert torch.equal(v, cut["state_dict"][k]), k
+    assert _placement_groups_alive() == []
+
+
+# MultiStepLR with a huge gamma: epoch 1 trains normally, epoch 2 diverges.
+DIVERGE = ["train.epochs=3", "scheduler.type=MultiStepLR", "scheduler.milestones=[1]", "scheduler.gamma=1.0e+30"]
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(ray_local, tiny_pose_demo, tmp_path):
+    with pytest.raises(PlatformError, match=r"training stopped: loss is (nan|inf).* at epoch 2, iteration \d+ "
+                                            r"\(step \d+\); the last good checkpoint is kept"):
+        train(_cfg(tiny_pose_demo, tmp_path, *DIVERGE, "run_name=nan"), workers=1)
+    latest = read_latest(tmp_path / "nan")
+    assert latest["epoch"] == 1
+    from densepred.checkpoint import read_checkpoint
+    state = read_checkpoint(tmp_path / "nan" / latest["path"] / "model.pth")
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert _placement_groups_alive() == []
+
+
+def test_nonfinite_loss_can_skip_and_count_until_too_many(ray_local, tiny_pose_demo, tmp_path):
+    with pytest.raises(PlatformError, match=r"training stopped: \d+ of \d+ batches had a non-finite loss in epoch 2, "
+                                            r"more than train.max_fault_fraction=0.5"):
+        train(_cfg(tiny_pose_demo, tmp_path, *DIVERGE, "run_name=skip", "train.nonfinite_loss=skip",
+                   "train.max_fault_fraction=0.5"), workers=1)
+    log = _log(tmp_path / "skip")
+    assert "non-finite loss at epoch 2, iteration" in log and "batch skipped (1 this epoch)" in log
+    assert read_latest(tmp_path / "skip")["epoch"] == 1
+
+
+def test_bad_training_images_are_counted_and_too_many_stop_the_run(ray_local, tiny_pose_demo, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(tiny_pose_demo, root)
+    ann = json.loads((root / "annotations" / "person_keypoints_train2017.json").read_text())
+    bad = root / "images" / "train2017" / ann["images"][0]["file_name"]
+    bad.write_bytes(b"not a jpeg")
+    # Tolerated: skipped, counted, listed at epoch end and in the run summary.
+    summary = train(_cfg(root, tmp_path, "train.epochs=1", "run_name=ok", "train.max_fault_fraction=0.9"), workers=1)
+    assert summary["metrics"]["faults_total"] >= 1
+    faults = (tmp_path / "ok" / "logs" / "faults.txt").read_text()
+    assert bad.name in faults
+    assert "sample(s) skipped over the run" in _log(tmp_path / "ok")
+    # Over the threshold: a clear error naming the fraction and where the list is.
+    with pytest.raises(PlatformError, match=r"samples \(\d+\.\d%\) were skipped in epoch 1, more than "
+                                            r"train.max_fault_fraction=0.0; see .*faults.txt"):
+        train(_cfg(root, tmp_path, "train.epochs=1", "run_name=strict", "train.max_fault_fraction=0.0"), workers=1)
+    assert _placement_groups_alive() == []
+
+
+def test_more_workers_than_cpus_is_a_clear_error(ray_local, tiny_pose_demo, tmp_path):
+    with pytest.raises(PlatformError, match=r"^3 workers need at least 3 CPUs; the Ray cluster has 2\. "
+                                            r"Use fewer --workers or add nodes"):
+        train(_cfg(tiny_pose_demo, tmp_path, "run_name=big"), workers=3)
+
+
+def test_storage_must_be_a_shared_path(tiny_pose_demo, tmp_path):
+    with pytest.raises(PlatformError, match=r"ray.storage='s3://bucket/runs': cloud URIs are not supported"):
+        train(_cfg(tiny_pose_demo, tmp_path, "run_name=s3"), storage="s3://bucket/runs")
