@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,49 @@ def ray_local():
     from densepred.engine.launch import ensure_ray
 
     ensure_ray(num_cpus=2)
+    session = ray._private.worker._global_node.get_session_dir_path()
     yield ray
+    # The suite leaves nothing behind: no placement group of any run (finished, failed, interrupted
+    # or killed) is still alive, and no process of this Ray session outlives the shutdown.
+    alive = [pg for pg in ray.util.placement_group_table().values() if pg.get("state") != "REMOVED"]
+    processes = _session_processes(session)
     ray.shutdown()
+    assert not alive, f"placement groups left behind: {alive}"
+    deadline = time.time() + 30
+    while _running(processes) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _running(processes), f"Ray processes left behind: {_running(processes)}"
+
+
+def _proc_ids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _session_processes(session: str) -> list[int]:
+    """Ray's daemons of this session (their command lines name the session folder) and their
+    children (the worker processes, renamed ray::...)."""
+    daemons, parents = set(), {}
+    for pid in _proc_ids():
+        try:
+            if session.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                daemons.add(pid)
+            parents[pid] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    return sorted(daemons | {pid for pid, ppid in parents.items() if ppid in daemons})
+
+
+def _running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still alive (zombies waiting for their parent do not count)."""
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z":
+                alive.append(pid)
+        except (OSError, IndexError):
+            pass
+    return alive
 
 
 @pytest.fixture(scope="session")

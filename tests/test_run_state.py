@@ -1,0 +1,54 @@
+"""Where a run resumes from: the platform record, the checkpoint Ray registered and the checkpoint
+folder, with damaged files passed over; and retention of the newest K checkpoints."""
+from __future__ import annotations
+
+import torch
+
+from densepred.checkpoint import save_checkpoint
+from densepred.engine.run_state import (CKPT_FILE, epoch_dir_name, find_resume_point, prune_checkpoints,
+                                        read_latest, record_latest)
+
+
+def _save(run_dir, epochs_done):
+    d = run_dir / "checkpoints" / epoch_dir_name(epochs_done)
+    net = torch.nn.Linear(2, 2)
+    save_checkpoint(d / CKPT_FILE, net, meta={"epoch": epochs_done - 1, "global_step": 10 * epochs_done})
+    return d
+
+
+def test_the_platform_record_wins_over_an_older_ray_checkpoint(tmp_path):
+    ray_registered = _save(tmp_path, 1)
+    newest = _save(tmp_path, 2)
+    record_latest(tmp_path, newest, 2, 20)  # written before the crash; Ray never registered it
+    point = find_resume_point(tmp_path, ray_registered)
+    assert point.path == newest / CKPT_FILE and point.source == "the platform record latest.json"
+    assert point.state["meta"]["global_step"] == 20
+
+
+def test_the_checkpoint_folder_is_used_without_any_record(tmp_path):
+    _save(tmp_path, 1)
+    newest = _save(tmp_path, 3)
+    point = find_resume_point(tmp_path, None)
+    assert point.path == newest / CKPT_FILE and point.source == "the checkpoint folder"
+    assert find_resume_point(tmp_path / "elsewhere", None) is None  # a new run
+
+
+def test_a_damaged_newest_checkpoint_is_reported_and_an_older_one_used(tmp_path):
+    older = _save(tmp_path, 1)
+    newest = _save(tmp_path, 2)
+    record_latest(tmp_path, newest, 2, 20)
+    data = (newest / CKPT_FILE).read_bytes()
+    (newest / CKPT_FILE).write_bytes(data[: len(data) // 2])
+    warnings = []
+    point = find_resume_point(tmp_path, None, warn=warnings.append)
+    assert point.path == older / CKPT_FILE
+    assert len(warnings) == 1 and "skipping a damaged checkpoint" in warnings[0] and "epoch_0002" in warnings[0]
+
+
+def test_retention_keeps_the_newest_k_and_the_recorded_one(tmp_path):
+    for e in range(1, 6):
+        _save(tmp_path, e)
+    record_latest(tmp_path, tmp_path / "checkpoints" / epoch_dir_name(5), 5, 50)
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0004", "epoch_0005"]
+    assert read_latest(tmp_path)["epoch"] == 5
