@@ -315,7 +315,12 @@ def train_worker(config: dict) -> None:
                         (scaler.scale(loss_for_grad) if scaler is not None else loss_for_grad).backward()
                         loss_sum += loss.item() * len(images)
                         n_seen += len(images)
-                if step_now:
+                if step_now and bad and world > 1 and accum > 1:
+                    # The earlier batches of this step kept their gradients local (no_sync) and the
+                    # batch that would have all-reduced them was skipped: drop the whole step on
+                    # every worker rather than let the replicas drift apart.
+                    optimizer.zero_grad(set_to_none=True)
+                elif step_now:
                     if scaler is not None:
                         scaler.unscale_(optimizer)
                     if settings.grad_clip:
