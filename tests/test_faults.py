@@ -79,6 +79,7 @@ def test_sigkilled_worker_is_replaced_and_the_run_resumes(ray_local, tiny_pose_d
     resumed = [line for line in _log(run_dir).splitlines() if "[resume] continuing after epoch" in line]
     assert len(resumed) == 1
     assert int(resumed[0].split("continuing after epoch ")[1].split()[0]) >= 1
+    assert "a worker failed: Ray started a new worker group (attempt 2 of at most 3)" in _log(run_dir)
     assert _epochs(run_dir) == [1, 2, 3]  # at most the epoch in progress was redone, none twice in the log
     fp = m["weight_fingerprints"]
     assert fp[0] == pytest.approx(fp[1], rel=1e-12, abs=0)

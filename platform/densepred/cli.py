@@ -98,6 +98,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print(f"\n[train] finished: epoch {m.get('epoch')}, loss {m.get('loss', float('nan')):.6f}"
           + (f", AP {m['AP']:.4f}" if "AP" in m else "") + (f", best {m['best']:.4f}" if m.get("best") is not None else ""))
+    if m.get("faults_total"):
+        print(f"[train] {m['faults_total']} training sample(s) were skipped: see {summary['run_dir']}/logs/faults.txt")
     print(f"[train] run folder: {summary['run_dir']}")
     if summary["best_checkpoint"]:
         print(f"[train] best checkpoint: {summary['best_checkpoint']}")

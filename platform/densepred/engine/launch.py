@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -152,11 +153,16 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
     if latest:
         log.say(f"[train] latest complete checkpoint: epoch {latest['epoch']} ({latest['path']}, {latest['time']})")
     (run_dir / STOPPED).unlink(missing_ok=True)
+    if not address:
+        # Node preemption notices only exist on clusters; locally the watcher is an idle actor
+        # whose start-up prints an error-level line.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ensure_ray(address, num_cpus=None)
     cpus = fit_cpus_per_worker(workers, settings.cpus_per_worker, use_gpu)
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": cfg, "threads": cpus},
+        train_loop_config={"cfg": cfg, "threads": cpus, "fit_id": uuid.uuid4().hex,
+                           "max_failures": settings.max_failures},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
@@ -167,7 +173,7 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
     )
     log.say(f"[train] run '{cfg['run_name']}' in {run_dir}: {workers} worker(s), "
             f"{'GPU' if use_gpu else 'CPU'}, "
-            + (f"{train_settings.iters} iterations" if train_settings.iters else f"{train_settings.epochs} epochs")
+            + (f"{train_settings.iters} iterations" if train_settings.iters else f"{train_settings.epochs} epoch(s)")
             + f", up to {settings.max_failures} worker-group restart(s)")
     try:
         result = fit_interruptibly(trainer)

@@ -27,7 +27,7 @@ from ..errors import ConfigError, PlatformError
 from ..imageio import loader_worker_init
 from ..tasks.base import Task, build_task
 from .optim import build_optimizer, build_scheduler
-from .run_state import (CHECKPOINTS, CKPT_FILE, STOPPED, epoch_dir_name, find_resume_point,
+from .run_state import (CHECKPOINTS, CKPT_FILE, STOPPED, count_attempt, epoch_dir_name, find_resume_point,
                         prune_checkpoints, read_stopped, record_latest, write_json_atomic)
 from .runlog import MetricsLog, RunLog
 
@@ -189,6 +189,12 @@ def train_worker(config: dict) -> None:
     seed_worker(seed, rank)
     run_dir = run_dir_of(cfg)
     log = RunLog(run_dir, enabled=rank == 0)
+
+    if rank == 0 and config.get("fit_id"):
+        attempt = count_attempt(run_dir, config["fit_id"])
+        if attempt > 1:
+            log.say(f"[train] a worker failed: Ray started a new worker group (attempt {attempt} of at most "
+                    f"{1 + int(config.get('max_failures', 0))})")
 
     task: Task = build_task(cfg)
     device = ray.train.torch.get_device()

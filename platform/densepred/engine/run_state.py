@@ -95,6 +95,16 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     return removed
 
 
+def count_attempt(run_dir: Path, fit_id: str) -> int:
+    """Count worker-group starts of one ``platform train`` call (Ray starts a new group after a
+    failure); returns this start's number, 1 for the first."""
+    path = run_dir / "logs" / "attempts.json"
+    counts = _read_record(path, fit_id) or {}
+    counts = {fit_id: int(counts.get(fit_id, 0)) + 1}  # only the current call matters
+    write_json_atomic(path, counts)
+    return counts[fit_id]
+
+
 @dataclass
 class ResumePoint:
     """A checkpoint to continue from and where it was found."""
