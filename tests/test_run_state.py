@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from densepred.checkpoint import save_checkpoint
-from densepred.engine.run_state import (CKPT_FILE, epoch_dir_name, find_resume_point, prune_checkpoints,
-                                        read_latest, record_latest)
+from densepred.engine.run_state import (CKPT_FILE, epoch_dir_name, find_resume_point, note_unregistered,
+                                        prune_checkpoints, read_latest, record_latest)
 
 
 def _save(run_dir, epochs_done):
@@ -45,10 +45,16 @@ def test_a_damaged_newest_checkpoint_is_reported_and_an_older_one_used(tmp_path)
     assert len(warnings) == 1 and "skipping a damaged checkpoint" in warnings[0] and "epoch_0002" in warnings[0]
 
 
-def test_retention_keeps_the_newest_k_and_the_recorded_one(tmp_path):
+def test_retention_of_checkpoints_ray_never_registered(tmp_path):
     for e in range(1, 6):
         _save(tmp_path, e)
+    # Ray registered epochs 1-2 (it prunes those itself); 3-5 were written around crashes.
+    ray_registered = tmp_path / "checkpoints" / epoch_dir_name(2)
+    assert note_unregistered(tmp_path, ray_registered) == ["epoch_0003", "epoch_0004", "epoch_0005"]
     record_latest(tmp_path, tmp_path / "checkpoints" / epoch_dir_name(5), 5, 50)
-    prune_checkpoints(tmp_path, keep=2)
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_0004", "epoch_0005"]
+    removed = prune_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["epoch_0003"]
+    # Ray's own checkpoints are left to Ray: deleting them would make it refuse the run folder.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_0001", "epoch_0002", "epoch_0004", "epoch_0005"]
     assert read_latest(tmp_path)["epoch"] == 5

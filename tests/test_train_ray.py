@@ -63,6 +63,17 @@ def test_two_cpu_workers_stay_in_sync_and_resume(ray_local, tiny_pose_demo, tmp_
     assert _epochs(run_dir) == [1, 2]
 
 
+def test_a_run_whose_old_checkpoints_were_pruned_resumes(ray_local, tiny_pose_demo, tmp_path):
+    """Ray refuses a run folder whose record names a deleted checkpoint; retention must not cause that."""
+    keep_one = ["run_name=pruned", "train.keep_checkpoints=1", "data.batch_size=8", "ray.workers=1"]
+    train(_cfg(tiny_pose_demo, tmp_path, "train.epochs=2", *keep_one))
+    run_dir = tmp_path / "pruned"
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_0002"]
+    summary = train(_cfg(tiny_pose_demo, tmp_path, "train.epochs=3", *keep_one))
+    assert summary["metrics"]["epoch"] == 3 and _epochs(run_dir) == [1, 2, 3]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_0003"]
+
+
 def _train_samples(root):
     from densepred.tasks.base import build_task
 

@@ -167,8 +167,9 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
             name=cfg["run_name"], storage_path=storage_path,
-            # Retention is the platform's (run_state.prune_checkpoints): last K plus best.pth.
-            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            # Ray deletes the registered checkpoints beyond K; run_state.prune_checkpoints those
+            # it never registered. best.pth is never pruned.
+            checkpoint_config=CheckpointConfig(num_to_keep=max(1, train_settings.keep_checkpoints)),
             failure_config=FailureConfig(max_failures=settings.max_failures)),
     )
     log.say(f"[train] run '{cfg['run_name']}' in {run_dir}: {workers} worker(s), "

@@ -28,7 +28,8 @@ from ..imageio import loader_worker_init
 from ..tasks.base import Task, build_task
 from .optim import build_optimizer, build_scheduler
 from .run_state import (CHECKPOINTS, CKPT_FILE, STOPPED, count_attempt, epoch_dir_name, find_resume_point,
-                        prune_checkpoints, read_stopped, record_latest, write_json_atomic)
+                        note_unregistered, prune_checkpoints, read_stopped, record_latest,
+                        write_json_atomic)
 from .runlog import MetricsLog, RunLog
 
 LR_SCALING = ("none", "linear", "sqrt")
@@ -251,7 +252,10 @@ def train_worker(config: dict) -> None:
 
     start_epoch, best, global_step, faults_total, skipped_total = 0, None, 0, 0, 0
     ray_ckpt = ray.train.get_checkpoint()
-    resume = find_resume_point(run_dir, Path(ray_ckpt.path) if ray_ckpt is not None else None, warn=log.say)
+    ray_dir = Path(ray_ckpt.path) if ray_ckpt is not None else None
+    if rank == 0:
+        note_unregistered(run_dir, ray_dir)
+    resume = find_resume_point(run_dir, ray_dir, warn=log.say)
     if resume is not None:
         state = resume.state
         core.load_state_dict(state["state_dict"])

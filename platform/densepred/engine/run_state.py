@@ -4,6 +4,7 @@ one, retention, and choosing where to resume from.
 Layout of a run folder (``<storage>/<run_name>``, shared by all nodes on a cluster)::
 
     checkpoints/epoch_0003/model.pth   one per saved epoch (the newest ``keep`` are kept)
+    unregistered.json                  epoch checkpoints Ray never registered (retention is ours)
     latest.json                        the platform's record of the newest complete checkpoint
     stopped.json                       why the last attempt stopped early, if it did
     best.pth                           the best weights by the task's metric (never pruned)
@@ -31,6 +32,7 @@ from ..errors import CheckpointError
 CKPT_FILE = "model.pth"
 LATEST = "latest.json"
 CHECKPOINTS = "checkpoints"
+UNREGISTERED = "unregistered.json"  # checkpoints Ray never registered (for retention)
 STOPPED = "stopped.json"  # why the workers ended the run early (non-finite loss, too many faults)
 
 
@@ -79,19 +81,41 @@ def read_stopped(run_dir: Path) -> Optional[dict]:
     return _read_record(run_dir / STOPPED, "reason")
 
 
-def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` epoch checkpoints (never the one ``latest.json`` names)."""
+def note_unregistered(run_dir: Path, ray_dir: Optional[Path]) -> list[str]:
+    """Remember the epoch checkpoints Ray never registered: those newer than the newest one it did
+    (written just before a crash, or in a copied run folder). Returns the full list."""
+    ray_epoch = (_completed_epochs(ray_dir) or 0) if ray_dir is not None else 0
+    path = run_dir / UNREGISTERED
+    known = set((_read_record(path, "dirs") or {}).get("dirs", []))
     folder = run_dir / CHECKPOINTS
-    if keep < 1 or not folder.is_dir():
+    if folder.is_dir():
+        known |= {d.name for d in folder.glob("epoch_*") if (_completed_epochs(d) or 0) > ray_epoch}
+    if known:
+        write_json_atomic(path, {"dirs": sorted(known)})
+    return sorted(known)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
+    """Retention for the checkpoints Ray does not know about (see ``note_unregistered``): delete
+    those that are not among the newest ``keep``. Ray deletes the ones it registered
+    (``CheckpointConfig.num_to_keep``); deleting those here would make Ray refuse the run folder."""
+    folder = run_dir / CHECKPOINTS
+    path = run_dir / UNREGISTERED
+    record = _read_record(path, "dirs")
+    if keep < 1 or not folder.is_dir() or not record:
         return []
-    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("epoch_"))
+    newest = {d.name for d in sorted(folder.glob("epoch_*"))[-keep:]}
     latest = read_latest(run_dir)
-    protected = (run_dir / latest["path"]).resolve() if latest else None
-    removed = []
-    for d in dirs[:-keep]:
-        if d.resolve() != protected:
-            shutil.rmtree(d, ignore_errors=True)
-            removed.append(d)
+    if latest:
+        newest.add(Path(latest["path"]).name)
+    removed, left = [], []
+    for name in record["dirs"]:
+        if name in newest:
+            left.append(name)
+        else:
+            shutil.rmtree(folder / name, ignore_errors=True)
+            removed.append(folder / name)
+    write_json_atomic(path, {"dirs": left})
     return removed
 
 
