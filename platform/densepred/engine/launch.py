@@ -10,7 +10,7 @@ from typing import Any, Optional
 from ..config import parse_section
 from ..errors import ConfigError, PlatformError
 from .loop import run_dir_of, train_worker
-from .run_state import STOPPED, read_latest, read_stopped
+from .run_state import CKPT_FILE, STOPPED, read_latest, read_stopped
 from .runlog import RunLog
 
 
@@ -192,7 +192,7 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
     latest = read_latest(run_dir)
     return {"run_dir": str(run_dir), "metrics": metrics,
             "best_checkpoint": str(run_dir / "best.pth") if (run_dir / "best.pth").exists() else None,
-            "last_checkpoint": str(run_dir / latest["path"] / "model.pth") if latest else None}
+            "last_checkpoint": str(run_dir / latest["path"] / CKPT_FILE) if latest else None}
 
 
 def fit_interruptibly(trainer: Any) -> Any:
