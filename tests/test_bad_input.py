@@ -355,9 +355,12 @@ def test_foreign_file_types_are_reported_as_not_a_checkpoint(pose_root, tmp_path
         data = buf.getvalue()
     path = tmp_path / name
     path.write_bytes(data)
-    with pytest.raises(CheckpointError, match=rf"checkpoint {re.escape(str(path))} is truncated or not a "
-                                              r"PyTorch checkpoint"):
+    kind = {"page.html": "an HTML/XML page", "photo.jpg": "a JPEG image", "weights.json": "a JSON file",
+            "array.npy": "a numpy .npy array"}[name]
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))} is not a PyTorch checkpoint "
+                                              rf"\(it is {kind}") as info:
         load_checkpoint(build_model(TINY_POSE_MODEL), path)
+    assert "weights_only" not in str(info.value)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -380,7 +383,7 @@ def test_workers_must_be_positive(tmp_path, no_ray, capsys, workers):
     rc = main(["train", POSE_TASK, "--workers", workers, "--set", f"data_root={tmp_path}",
                "--set", f"work_dir={tmp_path}"])
     assert rc == 2
-    assert _one_line_error(capsys) == f"error: --workers must be >= 1, got {workers}"
+    assert _one_line_error(capsys) == f"error: --workers must be >= 1, got {workers} (see platform train --help)"
 
 
 def test_resume_of_unknown_run(pose_root, tmp_path, no_ray, capsys):

@@ -145,7 +145,7 @@ def test_truncated_checkpoint(tmp_path, reference_dir):
 
 @pytest.mark.parametrize("content,match", [
     (b"", "is empty"),
-    (b"this is not a checkpoint", "truncated or not a PyTorch checkpoint"),
+    (b"this is not a checkpoint", r"bad.pth is not a PyTorch checkpoint \(it is a text file\)"),
 ])
 def test_foreign_files(tmp_path, content, match):
     (tmp_path / "bad.pth").write_bytes(content)
@@ -156,6 +156,15 @@ def test_foreign_files(tmp_path, content, match):
 def test_missing_checkpoint_file(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(build_model(TINY_POSE_MODEL), tmp_path / "nope.pth")
+
+
+def test_folder_given_as_checkpoint_names_the_file_inside(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match=r"run is a folder, not a file; give the .pth file inside it"):
+        load_checkpoint(build_model(TINY_POSE_MODEL), tmp_path / "run")
+    save_checkpoint(tmp_path / "run" / "best.pth", build_model(TINY_POSE_MODEL))
+    with pytest.raises(CheckpointError, match=r"is a folder, not a file; did you mean .*run/best.pth\?"):
+        load_checkpoint(build_model(TINY_POSE_MODEL), tmp_path / "run")
 
 
 def test_arbitrary_python_objects_are_refused(tmp_path, pose_ref):

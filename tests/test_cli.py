@@ -20,11 +20,28 @@ def run_cli(*args):
 def test_every_subcommand_has_help():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert {"models", "convert"} <= set(commands)
+    assert {"models", "convert", "info"} <= set(commands)
     for name in commands:
-        with pytest.raises(SystemExit) as e:
-            main([name, "--help"])
-        assert e.value.code == 0
+        assert main([name, "--help"]) == 0
+
+
+def test_version_and_info(capsys):
+    from densepred import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"densepred {__version__}"
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "ray" in out and "cpu training precision with train.amp=true:" in out
+    assert any(p in out for p in (": bf16 (", ": fp32 ("))
+
+
+def test_set_does_not_swallow_the_task_path(tmp_path, capsys):
+    """`train --set a=1 TASK` means the task TASK, not a --set item without '='."""
+    rc = main(["data", "browse", "--set", "data_root=/nowhere", "--split", "val", "--out", str(tmp_path),
+               "--set", "seed=1", str(REPO / "tasks" / "pose_demo.yaml")])
+    assert rc == 2
+    assert "data_root /nowhere does not exist" in capsys.readouterr().err
 
 
 def test_models_lists_configs_with_parameter_counts(capsys):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
+from .atomicfile import write_atomic
 from .errors import CheckpointError
 from .model import official_key
 
@@ -67,6 +67,45 @@ def _looks_like_torch_file(p: Path) -> bool:
     return head.startswith(_TORCH_MAGICS)
 
 
+def _describe_foreign(head: bytes) -> Optional[str]:
+    """What a file that is not a PyTorch checkpoint looks like, from its first bytes."""
+    kinds = [(b"\xff\xd8", "a JPEG image"), (b"\x89PNG", "a PNG image"), (b"\x93NUMPY", "a numpy .npy array"),
+             (b"\x1f\x8b", "a gzip archive"), (b"PK", "a zip archive"), (b"\x89HDF", "an HDF5 file")]
+    for magic, kind in kinds:
+        if head.startswith(magic):
+            return kind
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        return "an HTML/XML page (a failed download?)"
+    if text.startswith((b"{", b"[")):
+        return "a JSON file"
+    if head and all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return "a text file"
+    return None
+
+
+def _check_checkpoint_file(p: Path) -> None:
+    """Errors about the file itself (missing, a folder, unreadable, empty, foreign) before torch sees it."""
+    if p.is_dir():
+        inside = next((q for q in (p / "model.pth", p / "best.pth") if q.is_file()), None)
+        raise CheckpointError(f"checkpoint {p} is a folder, not a file; "
+                              + (f"did you mean {inside}?" if inside else "give the .pth file inside it"))
+    if not p.exists():
+        raise CheckpointError(f"checkpoint file {p} not found")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {p}: {e.strerror or e}; check its permissions") from None
+    if not head:
+        raise CheckpointError(f"checkpoint file {p} is empty (0 bytes): re-download or re-save it")
+    if not head.startswith(_TORCH_MAGICS) and not zipfile.is_zipfile(p):
+        kind = _describe_foreign(head)
+        if kind:
+            raise CheckpointError(f"{p} is not a PyTorch checkpoint (it is {kind}); give a .pth/.pt file "
+                                  "saved with torch.save")
+
+
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """``torch.load`` with ``weights_only=True``, the checksum of platform files verified, and
     user-facing errors.
@@ -75,10 +114,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     files load; any other Python object in the file is refused.
     """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint file {p} not found")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file {p} is empty (0 bytes): re-download or re-save it")
+    _check_checkpoint_file(p)
     stubs: list[Any] = []
     try:
         if zipfile.is_zipfile(p):
@@ -95,6 +131,8 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise
     except Exception as e:  # torch/pickle raise many types for damaged or foreign files
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in msg or "Weights only" in msg:  # never repeat torch's unsafe advice
+            msg = "unpickling failed"
         if ("Weights only load failed" in str(e) or "Unsupported global" in str(e)) and _looks_like_torch_file(p):
             raise CheckpointError(f"checkpoint {p} contains Python objects that are not loaded for "
                                   f"safety; save only tensors (model.state_dict())") from None
@@ -312,12 +350,5 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module | Mapping[str, tor
                "state_dict": {k: v.detach().cpu() for k, v in sd.items()},
                "meta": dict(meta or {}), **extra}
     payload["checksum"] = content_checksum(payload)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(p, lambda tmp: torch.save(payload, tmp))
     return p

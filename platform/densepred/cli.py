@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import PlatformError
+from .outputs import ensure_out_dir, ensure_out_file
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +54,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .config import load_config
     from .model import build_model
 
+    ensure_out_file(args.out, "OUT")
     cfg = load_config(args.config, args.set)
     model = build_model(cfg)
     report = load_checkpoint(model, args.checkpoint, strict=not args.no_strict)
@@ -90,19 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     _sigterm_as_interrupt()
     cfg = _task_config(args)
-    summary = train(cfg, workers=args.workers, use_gpu=args.gpu or None, address=args.address,
-                    resume=args.resume, storage=args.storage)
-    m = summary["metrics"]
-    if m.get("already_finished"):
-        print(f"[train] nothing to do: run folder {summary['run_dir']} is complete")
-        return 0
-    print(f"\n[train] finished: epoch {m.get('epoch')}, loss {m.get('loss', float('nan')):.6f}"
-          + (f", AP {m['AP']:.4f}" if "AP" in m else "") + (f", best {m['best']:.4f}" if m.get("best") is not None else ""))
-    if m.get("faults_total"):
-        print(f"[train] {m['faults_total']} training sample(s) were skipped: see {summary['run_dir']}/logs/faults.txt")
-    print(f"[train] run folder: {summary['run_dir']}")
-    if summary["best_checkpoint"]:
-        print(f"[train] best checkpoint: {summary['best_checkpoint']}")
+    train(cfg, workers=args.workers, use_gpu=args.gpu or None, address=args.address,
+          resume=args.resume, storage=args.storage, allow_changes=args.allow_changes)
     return 0
 
 
@@ -117,6 +108,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _task_config(args)
     task = build_task(cfg)
     out_dir = Path(args.out) if args.out else None
+    if args.predictions and args.checkpoint:
+        raise PlatformError("give either --checkpoint (run a model) or --predictions (score a results file), "
+                            "not both")
+    if out_dir is not None:
+        ensure_out_dir(out_dir, "--out")
     if args.predictions:
         stats = task.evaluate_file(args.predictions, out_dir)
     else:
@@ -135,6 +131,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_info(args: argparse.Namespace) -> int:
+    from .sysinfo import describe_system
+
+    for line in describe_system(args.address):
+        print(line)
+    return 0
+
+
 def _progress(label: str):
     def show(done: int, total: int) -> None:
         if done == total or done % max(1, total // 10) == 0:
@@ -148,7 +152,7 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
     from .tasks.pose.demo_data import make_pose_demo
     from .tasks.segmentation.demo_data import make_seg_demo
 
-    out = Path(args.out)
+    out = ensure_out_dir(args.out)
     if args.task in ("all", "pose"):
         summary = make_pose_demo(out / "coco", num_train_images=args.pose_train, num_val_images=args.pose_val,
                                  seed=args.seed)
@@ -168,7 +172,7 @@ def cmd_data_browse(args: argparse.Namespace) -> int:
     from .tasks.base import build_task
 
     task = build_task(_task_config(args))
-    written = task.browse(args.split, Path(args.out), args.limit)
+    written = task.browse(args.split, ensure_out_dir(args.out), args.limit)
     print(f"wrote {written} samples to {args.out}")
     return 0
 
@@ -186,6 +190,48 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+def count(lo: int, hi: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+                                             + f", got {value}")
+        return value
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the platform's error style: one ``error:`` line (no usage block), exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        message = message.replace("argument ", "", 1) if message.startswith("argument ") else message
+        message = message.replace(": ", " ", 1) if message.startswith("-") else message
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def untangle_set(argv: list[str]) -> list[str]:
+    """``--set`` takes several KEY=VALUE; a task file written after them (``train --set a=1
+    tasks/x.yaml``) would be swallowed as one more. Such paths are moved behind ``--``."""
+    out, moved, in_set = [], [], False
+    for tok in argv:
+        if tok == "--":
+            break
+        if tok == "--set":
+            in_set = True
+        elif tok.startswith("-"):
+            in_set = False
+        elif in_set and "=" not in tok and (tok.endswith((".yaml", ".yml")) or os.path.exists(tok)):
+            moved.append(tok)
+            continue
+        out.append(tok)
+    rest = argv[len(out) + len(moved):]
+    return out + (["--"] + moved if moved else []) + rest
+
+
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                    help="override config values (YAML syntax), e.g. --set train.epochs=5 "
@@ -193,19 +239,29 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = OneLineParser(
         prog="platform",
         description="HRNet-family dense prediction: pose (COCO) and segmentation (Cityscapes) "
                     "on Ray Train.")
+    parser.add_argument("--version", action="version", version=f"densepred {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    p = sub.add_parser("info", help="versions, CPU features and chosen precision, GPUs, Ray cluster resources",
+                       description="Print what the platform runs on: package versions, the CPU's features and "
+                                   "the precision and threads training would choose, GPUs, and (with "
+                                   "--address) the resources of a Ray cluster.")
+    p.add_argument("--address", default=None, help="also show the resources of this Ray cluster (or auto)")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("models", help="list registered components and model configs with parameter counts",
                        description="List registered backbones and heads and every model config "
                                    "with its parameter count (optionally run a forward pass).")
     p.add_argument("--configs", default=str(default_model_configs()), help="folder of model YAML files")
     p.add_argument("--forward", action="store_true", help="also run a forward pass and print output shapes")
-    p.add_argument("--input-size", nargs=2, type=int, default=[256, 192], metavar=("H", "W"),
+    p.add_argument("--input-size", nargs=2, type=count(1, 8192), default=[256, 192], metavar=("H", "W"),
                    help="input size for --forward (default 256 192)")
     p.set_defaults(func=cmd_models)
 
@@ -225,13 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train TASK (a task YAML) with Ray Train: a local Ray instance by default, "
                                    "an existing cluster with --address. Re-running the same run name resumes.")
     p.add_argument("task", help="task YAML, e.g. tasks/pose_coco.yaml")
-    p.add_argument("--workers", type=int, default=None, help="number of Ray Train workers (default: ray.workers)")
+    p.add_argument("--workers", type=count(1), default=None, help="number of Ray Train workers (default: ray.workers)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (AMP fp16)")
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. 10.0.0.1:6379 or auto")
     p.add_argument("--resume", action="store_true", help="continue the run named by run_name (error if absent)")
     p.add_argument("--storage", default=None,
                    help="folder for run folders (checkpoints, logs); on a cluster a path every node mounts "
                         "(default: ray.storage or work_dir)")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue a run although its config changed (the changes are listed)")
     _add_set(p)
     p.set_defaults(func=cmd_train)
 
@@ -265,11 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write small synthetic datasets in the official formats under OUT.")
     q.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
     q.add_argument("--task", choices=["all", "pose", "seg"], default="all", help="which demo set(s) to write")
-    q.add_argument("--pose-train", type=int, default=300, help="pose training images")
-    q.add_argument("--pose-val", type=int, default=60, help="pose validation images")
-    q.add_argument("--seg-train", type=int, default=60, help="segmentation training images")
-    q.add_argument("--seg-val", type=int, default=20, help="segmentation validation images")
-    q.add_argument("--seg-size", type=int, nargs=2, default=[256, 128], metavar=("W", "H"),
+    q.add_argument("--pose-train", type=count(1, 100000), default=300, help="pose training images")
+    q.add_argument("--pose-val", type=count(1, 100000), default=60, help="pose validation images")
+    q.add_argument("--seg-train", type=count(1, 100000), default=60, help="segmentation training images")
+    q.add_argument("--seg-val", type=count(1, 100000), default=20, help="segmentation validation images")
+    q.add_argument("--seg-size", type=count(32, 4096), nargs=2, default=[256, 128], metavar=("W", "H"),
                    help="segmentation image size (default 256 128: Cityscapes' 2:1 at 1/8 scale)")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_data_demo)
@@ -280,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("task", help="task YAML")
     q.add_argument("--split", choices=["train", "val"], default="val")
     q.add_argument("--out", required=True, help="output folder")
-    q.add_argument("--limit", type=int, default=20, help="number of samples (default 20)")
+    q.add_argument("--limit", type=count(1), default=20, help="number of samples (default 20)")
     _add_set(q)
     q.set_defaults(func=cmd_data_browse)
 
@@ -296,15 +354,39 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 def main(argv: Optional[list[str]] = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(untangle_set(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as e:  # --help, --version, or a usage error already printed on one line
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
     try:
         return int(args.func(args) or 0)
     except PlatformError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line for the user, the traceback in a file for the report
+        where = _save_traceback()
+        print(f"error: internal error: {type(e).__name__}: {_one_line(e)[:300]} (full traceback in {where}; "
+              "please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _save_traceback() -> str:
+    import tempfile
+    import time
+    import traceback
+
+    folder = Path(tempfile.gettempdir()) / "densepred-errors"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    path.write_text(traceback.format_exc())
+    return str(path)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ def _read_yaml(path: Path) -> dict:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give a .yaml file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a YAML text file (binary content); give a task or "
+                          "model .yaml file") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     try:
@@ -331,6 +336,41 @@ def validate_config(cfg: LoadedConfig) -> None:
         validate_model_section(cfg, cfg["model"])
 
 
+def setting(default: Any = None, *, ge: Optional[float] = None, gt: Optional[float] = None,
+            le: Optional[float] = None, choices: Optional[Iterable[Any]] = None,
+            factory: Optional[Any] = None, hint: str = "") -> Any:
+    """A dataclass field with the range ``parse_section`` enforces: ``ge``/``gt``/``le`` bounds
+    (applied to each element of a list), or ``choices``. ``None`` values are not checked (they
+    mean "off" or "default"). ``hint`` is appended to the error (what the value means)."""
+    import dataclasses
+
+    meta = {"ge": ge, "gt": gt, "le": le, "choices": tuple(choices) if choices is not None else None,
+            "hint": hint}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _range_problem(value: Any, meta: Mapping[str, Any]) -> Optional[str]:
+    """Why ``value`` is outside the range in ``meta``, or None."""
+    if value is None:
+        return None
+    if meta.get("choices") is not None and value not in meta["choices"]:
+        return f"must be one of {', '.join(map(str, meta['choices']))}"
+    for v in (value if isinstance(value, (list, tuple)) else [value]):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if v != v:
+            return "must be a number, not NaN"
+        if meta.get("ge") is not None and v < meta["ge"]:
+            return f"must be >= {meta['ge']}"
+        if meta.get("gt") is not None and v <= meta["gt"]:
+            return f"must be > {meta['gt']}"
+        if meta.get("le") is not None and v > meta["le"]:
+            return f"must be <= {meta['le']}"
+    return None
+
+
 def parse_section(cfg: Mapping[str, Any], key: str, cls: type) -> Any:
     """Build the dataclass ``cls`` from ``cfg[key]``; unknown keys and wrong types name the key and
     the file that set it."""
@@ -349,4 +389,10 @@ def parse_section(cfg: Mapping[str, Any], key: str, cls: type) -> Any:
         if not _type_ok(v, hints.get(k, Any)):
             raise ConfigError(f"{where(f'{key}.{k}')}: {key}.{k} must be {_hint_name(hints[k])}, "
                               f"got {type(v).__name__} {v!r}")
+    for k, v in raw.items():
+        problem = _range_problem(v, fields[k].metadata)
+        if problem:
+            hint = fields[k].metadata.get("hint")
+            raise ConfigError(f"{where(f'{key}.{k}')}: {key}.{k} {problem}, got {v!r}"
+                              + (f" ({hint})" if hint else ""))
     return cls(**raw)

@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import parse_section
+from ..config import parse_section, setting
 from ..errors import ConfigError, PlatformError
-from .loop import run_dir_of, train_worker
+from .cluster import (DEFAULT_CONNECT_TIMEOUT_S, check_reachable, color_env, init_with_timeout, resolve_auto,
+                      wait_for_cpus)
+from .loop import TrainSettings, run_dir_of, train_worker
+from .preflight import preflight
+from .run_config import check_rerun, describe, write_run_config
 from .run_state import CKPT_FILE, STOPPED, read_latest, read_stopped
 from .runlog import RunLog
 
@@ -18,12 +22,13 @@ from .runlog import RunLog
 class RaySettings:
     """``ray`` section of a task YAML; CLI flags (--workers, --gpu, --address) override it."""
 
-    workers: int = 1
+    workers: int = setting(1, ge=1)
     use_gpu: bool = False
-    cpus_per_worker: int = 1
+    cpus_per_worker: int = setting(1, ge=1)
     address: Optional[str] = None
-    max_failures: int = 3            # worker-group restarts (from the newest checkpoint) before giving up
+    max_failures: int = setting(3, ge=-1)  # worker-group restarts (from the newest checkpoint); -1: no limit
     storage: Optional[str] = None    # run folders go here (default work_dir); shared path on a cluster
+    connect_timeout_s: float = setting(DEFAULT_CONNECT_TIMEOUT_S, gt=0)  # joining --address, free CPUs
 
 
 def plain(x: Any) -> Any:
@@ -35,20 +40,31 @@ def plain(x: Any) -> Any:
     return x
 
 
-def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> None:
-    """Connect to ``address`` (a running cluster) or start a local Ray instance, once per process."""
+def ray_init_kwargs() -> dict[str, Any]:
+    # Ray Train V2 re-routes print() in workers through a logger and also tees it, which doubles
+    # every progress line and defeats redirect_stdout; workers keep plain print.
+    return {"ignore_reinit_error": True, "log_to_driver": True,
+            "runtime_env": {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}}
+
+
+def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None,
+               timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Join ``address`` (checked first, with a bounded wait) or start a local Ray instance, once per
+    process."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Ray Train V2 re-routes print() in workers through a logger and also tees it, which doubles
-    # every progress line and defeats redirect_stdout; workers keep plain print.
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True,
-                              "runtime_env": {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}}
+    color_env()
+    kwargs = ray_init_kwargs()
     if address:
-        kwargs["address"] = address
-    elif num_cpus:
+        if address == "auto":
+            address = resolve_auto(address)
+        check_reachable(address, timeout)
+        init_with_timeout({**kwargs, "address": address}, timeout, address)
+        return
+    if num_cpus:
         kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
 
@@ -88,6 +104,9 @@ def resolve_paths(cfg: dict) -> dict:
             raise ConfigError(f"ray.storage={ray_cfg['storage']!r}: cloud URIs are not supported; use a "
                               "filesystem path that every node mounts at the same place (e.g. NFS)")
         ray_cfg["storage"] = str(Path(ray_cfg["storage"]).expanduser().resolve())
+    for key, path in (("--storage / ray.storage", ray_cfg.get("storage")), ("work_dir", cfg["work_dir"])):
+        if path and Path(path).exists() and not Path(path).is_dir():
+            raise ConfigError(f"{key} {path} is a file; give a folder for the run folders")
     return cfg
 
 
@@ -100,99 +119,182 @@ def fit_cpus_per_worker(workers: int, wanted: int, use_gpu: bool) -> int:
         gpus = int(ray.cluster_resources().get("GPU", 0))
         if gpus < workers:
             raise PlatformError(f"--gpu with {workers} worker(s) needs {workers} GPU(s); the Ray cluster has {gpus}")
-    if workers * wanted <= total:
-        return wanted
-    fitted = total // workers
+    fitted = wanted if workers * wanted <= total else total // workers
     if fitted < 1:
         raise PlatformError(f"{workers} workers need at least {workers} CPUs; the Ray cluster has {total}. "
                             "Use fewer --workers or add nodes (see README: Running on a Ray cluster)")
-    print(f"[train] ray.cpus_per_worker={wanted} does not fit {workers} workers on {total} CPUs; "
-          f"using {fitted} per worker", flush=True)
+    if fitted < wanted:
+        print(f"[train] ray.cpus_per_worker={wanted} does not fit {workers} workers on {total} CPUs; "
+              f"using {fitted} per worker", flush=True)
     return fitted
 
 
-def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = None,
-          address: Optional[str] = None, resume: bool = False, storage: Optional[str] = None) -> dict[str, Any]:
-    """Run (or resume) a training run; returns a summary with the final metrics and paths.
+@dataclass
+class LaunchPlan:
+    """What the driver settled before starting Ray Train: checked config, run folder, scaling."""
 
-    Ray restarts a failed worker group up to ``ray.max_failures`` times from the newest checkpoint.
-    Ctrl-C stops the workers and leaves the run resumable (``--resume`` or the same run name).
-    """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    cfg: dict
+    run_dir: Path
+    settings: RaySettings
+    train_settings: TrainSettings
+    workers: int
+    use_gpu: bool
+    address: Optional[str]
+    command: str                 # how the user can continue this run
 
-    from .loop import TrainSettings
 
+def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address: Optional[str],
+             resume: bool, storage: Optional[str], allow_changes: bool) -> tuple[LaunchPlan, list]:
+    """Every check that needs no Ray: sections, paths, task, optimizer, weights, the run folder's
+    config. Nothing is written yet."""
     # Sections are checked on the loaded config, whose errors name the file or --set that set a key.
     settings = parse_section(cfg, "ray", RaySettings)
     train_settings = parse_section(cfg, "train", TrainSettings)
+    source = getattr(cfg, "source", None)
     cfg = plain(cfg)
     if storage:
         cfg.setdefault("ray", {})["storage"] = storage
     workers = settings.workers if workers is None else workers
-    use_gpu = settings.use_gpu if use_gpu is None else use_gpu
-    address = address or settings.address
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     cfg = resolve_paths(cfg)
-    from ..tasks.base import build_task
-    build_task(cfg).preflight()
+    preflight(cfg, (cfg.get("train") or {}).get("load_from"))
     if not cfg.get("run_name"):
         cfg["run_name"] = "run"
     run_dir = run_dir_of(cfg)
-    storage_path = str(run_dir.parent)
     if resume and not run_dir.is_dir():
-        raise PlatformError(f"--resume: no run named '{cfg['run_name']}' in {storage_path} "
+        raise PlatformError(f"--resume: no run named '{cfg['run_name']}' in {run_dir.parent} "
                             "(check --set run_name=... and work_dir / --storage)")
-    existed = run_dir.is_dir()
-    log = RunLog(run_dir)
-    latest = read_latest(run_dir)
-    if existed and not resume:
-        log.say(f"[train] run folder {run_dir} exists: resuming from its latest checkpoint if it has one "
-                "(use --set run_name=NEW to start a new run)")
-    if latest:
-        log.say(f"[train] latest complete checkpoint: epoch {latest['epoch']} ({latest['path']}, {latest['time']})")
-    (run_dir / STOPPED).unlink(missing_ok=True)
-    if not address:
+    if allow_changes and not resume:
+        raise PlatformError("--allow-changes goes with --resume (continue a run whose config changed)")
+    changes = check_rerun(run_dir, cfg, resume, allow_changes)
+    task_file = _display_path(source) if source else "TASK.yaml"
+    plan = LaunchPlan(cfg, run_dir, settings, train_settings, workers,
+                      settings.use_gpu if use_gpu is None else use_gpu, address or settings.address,
+                      f"platform train {task_file} --resume --set run_name={cfg['run_name']}")
+    return plan, changes
+
+
+def _display_path(p: Path) -> str:
+    try:
+        return str(Path(p).relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def start_ray(plan: LaunchPlan) -> int:
+    """Join or start Ray and check that the cluster can hold the run; returns CPUs per worker."""
+    if not plan.address:
         # Node preemption notices only exist on clusters; locally the watcher is an idle actor
         # whose start-up prints an error-level line.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    ensure_ray(address, num_cpus=None)
-    cpus = fit_cpus_per_worker(workers, settings.cpus_per_worker, use_gpu)
-    trainer = TorchTrainer(
+    timeout = plan.settings.connect_timeout_s
+    ensure_ray(plan.address, num_cpus=None, timeout=timeout)
+    cpus = fit_cpus_per_worker(plan.workers, plan.settings.cpus_per_worker, plan.use_gpu)
+    wait_for_cpus(plan.workers * cpus, timeout, f"{plan.workers} worker(s) x {cpus} CPU(s)")
+    return cpus
+
+
+def open_run_folder(plan: LaunchPlan, changes: list) -> RunLog:
+    """Create (or reopen) the run folder, say what is resumed and what changed, save config.yaml."""
+    run_dir, cfg = plan.run_dir, plan.cfg
+    existed = (run_dir / "logs").is_dir()
+    log = RunLog(run_dir)
+    latest = read_latest(run_dir)
+    if existed:
+        log.say(f"[train] run folder {run_dir} exists: resuming from its latest checkpoint if it has one "
+                "(use --set run_name=NEW to start a new run)")
+    if changes:
+        log.say(f"[train] config changes since the run started: {describe(changes, limit=20)}")
+    if latest:
+        log.say(f"[train] latest complete checkpoint: epoch {latest['epoch']} ({latest['path']}, {latest['time']})")
+    (run_dir / STOPPED).unlink(missing_ok=True)
+    write_run_config(run_dir, cfg)
+    return log
+
+
+def build_trainer(plan: LaunchPlan, cpus: int) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    settings = plan.settings
+    return TorchTrainer(
         train_worker,
-        train_loop_config={"cfg": cfg, "threads": cpus, "fit_id": uuid.uuid4().hex,
+        train_loop_config={"cfg": plan.cfg, "threads": cpus, "fit_id": uuid.uuid4().hex,
                            "max_failures": settings.max_failures},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
-            name=cfg["run_name"], storage_path=storage_path,
+            name=plan.cfg["run_name"], storage_path=str(plan.run_dir.parent),
             # Ray deletes the registered checkpoints beyond K; run_state.prune_checkpoints those
             # it never registered. best.pth is never pruned.
-            checkpoint_config=CheckpointConfig(num_to_keep=max(1, train_settings.keep_checkpoints)),
-            failure_config=FailureConfig(max_failures=settings.max_failures)),
+            checkpoint_config=CheckpointConfig(num_to_keep=max(1, plan.train_settings.keep_checkpoints)),
+            # Ray's INFO lines (e.g. its advice to delete a run folder that the platform resumes
+            # on purpose) contradict the platform's own messages; warnings and errors still show.
+            logging_config=LoggingConfig(log_level="WARNING"),
+            failure_config=FailureConfig(max_failures=settings.max_failures,
+                                         controller_failure_limit=max(settings.max_failures, 0))),
     )
-    log.say(f"[train] run '{cfg['run_name']}' in {run_dir}: {workers} worker(s), "
-            f"{'GPU' if use_gpu else 'CPU'}, "
-            + (f"{train_settings.iters} iterations" if train_settings.iters else f"{train_settings.epochs} epoch(s)")
-            + f", up to {settings.max_failures} worker-group restart(s)")
+
+
+def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = None,
+          address: Optional[str] = None, resume: bool = False, storage: Optional[str] = None,
+          allow_changes: bool = False) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary with the final metrics and paths.
+
+    Everything that can be checked without Ray is checked first; the run folder is created only
+    once Ray is up and can hold the run. Ray restarts a failed worker group up to
+    ``ray.max_failures`` times from the newest checkpoint (errors that would repeat are not
+    retried). Ctrl-C stops the workers and leaves the run resumable.
+    """
+    plan, changes = plan_run(cfg, workers, use_gpu, address, resume, storage, allow_changes)
+    cpus = start_ray(plan)
+    log = open_run_folder(plan, changes)
+    ts = plan.train_settings
+    log.say(f"[train] run '{plan.cfg['run_name']}' in {plan.run_dir}: {plan.workers} worker(s), "
+            f"{'GPU' if plan.use_gpu else 'CPU'}, "
+            + (f"{ts.iters} iterations" if ts.iters else f"{ts.epochs} epoch(s)")
+            + f", up to {plan.settings.max_failures} worker-group restart(s)")
     try:
-        result = fit_interruptibly(trainer)
+        result = fit_interruptibly(build_trainer(plan, cpus))
     except KeyboardInterrupt:
-        log.say(f"[train] interrupted: stopping the workers. Finished epochs are kept in {run_dir}; "
-                f"continue with: platform train TASK --resume --set run_name={cfg['run_name']}")
+        log.say(f"[train] interrupted: stopping the workers. Finished epochs are kept in {plan.run_dir}; "
+                f"continue with: {plan.command}")
         shutdown_ray()
         raise
     except Exception as e:
-        raise user_error(e) from None
-    stopped = read_stopped(run_dir)
+        err = user_error(e)
+        log.say(f"[train] failed: {err}")
+        raise err from None
+    stopped = read_stopped(plan.run_dir)
     if stopped:
+        log.say(f"[train] failed: training stopped: {stopped['reason']}")
         raise PlatformError(f"training stopped: {stopped['reason']}")
-    metrics = dict(result.metrics or {})
+    return summarize(plan, dict(result.metrics or {}), log)
+
+
+def summarize(plan: LaunchPlan, metrics: dict, log: RunLog) -> dict[str, Any]:
+    """The end of a run, on the console and in train.log; returns the summary for the caller."""
+    run_dir = plan.run_dir
     latest = read_latest(run_dir)
+    best = run_dir / "best.pth"
+    if metrics.get("already_finished"):
+        log.say(f"[train] nothing to do: run folder {run_dir} is complete")
+    else:
+        log.say(f"[train] finished: epoch {metrics.get('epoch')}, loss {metrics.get('loss', float('nan')):.6f}"
+                + (f", {k} {metrics[k]:.4f}" if (k := _primary(metrics)) else "")
+                + (f", best {metrics['best']:.4f}" if metrics.get("best") is not None else ""))
+        if metrics.get("faults_total"):
+            log.say(f"[train] {metrics['faults_total']} training sample(s) were skipped: see "
+                    f"{run_dir}/logs/faults.txt")
+        log.say(f"[train] run folder: {run_dir}" + (f"; best checkpoint: {best}" if best.exists() else ""))
     return {"run_dir": str(run_dir), "metrics": metrics,
-            "best_checkpoint": str(run_dir / "best.pth") if (run_dir / "best.pth").exists() else None,
+            "best_checkpoint": str(best) if best.exists() else None,
             "last_checkpoint": str(run_dir / latest["path"] / CKPT_FILE) if latest else None}
+
+
+def _primary(metrics: dict) -> Optional[str]:
+    return next((k for k in ("AP", "mIoU") if isinstance(metrics.get(k), (int, float))), None)
 
 
 def fit_interruptibly(trainer: Any) -> Any:

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..checkpoint import save_checkpoint
-from ..config import parse_section
+from ..config import parse_section, setting
 from ..errors import ConfigError, PlatformError
 from ..imageio import loader_worker_init
 from ..tasks.base import Task, build_task
@@ -40,35 +40,27 @@ NONFINITE = ("stop", "skip")
 class TrainSettings:
     """``train`` section of a task YAML."""
 
-    epochs: int = 210
-    iters: Optional[int] = None      # iteration-based schedule: total optimizer steps (overrides epochs)
+    epochs: int = setting(210, ge=1, hint="number of training epochs")
+    iters: Optional[int] = setting(None, ge=1)   # iteration-based schedule: total optimizer steps (overrides epochs)
     amp: bool = True                 # bf16 autocast on CPUs with native bf16, fp16 AMP on GPU
     channels_last: bool = True
-    log_interval: int = 50           # iterations between progress lines
-    keep_checkpoints: int = 2        # newest epoch checkpoints kept (best.pth is kept separately)
-    checkpoint_interval: int = 1     # epochs between checkpoints (short epochs: raise it)
+    log_interval: int = setting(50, ge=1)  # iterations between progress lines and TensorBoard points
+    keep_checkpoints: int = setting(2, ge=1)  # newest epoch checkpoints kept (best.pth is kept separately)
+    checkpoint_interval: int = setting(1, ge=1)  # epochs between checkpoints (short epochs: raise it)
     load_from: Optional[str] = None  # initial weights, any supported checkpoint format
-    grad_clip: Optional[float] = None
-    max_iters: Optional[int] = None  # stop early after this many optimizer steps in total (smoke tests)
-    accumulate: int = 1              # batches per optimizer step (gradient accumulation)
+    grad_clip: Optional[float] = setting(None, gt=0)
+    max_iters: Optional[int] = setting(None, ge=1)  # stop after this many optimizer steps in total (smoke tests)
+    accumulate: int = setting(1, ge=1)  # batches per optimizer step (gradient accumulation)
     sync_bn: bool = False            # batch-norm statistics over all workers' batches
-    lr_scaling: str = "none"         # none | linear | sqrt: scale optimizer.lr by total batch / base
-    base_batch_size: Optional[int] = None  # total batch size optimizer.lr was tuned for
-    nonfinite_loss: str = "stop"     # stop | skip (skip the batch and count it)
-    max_fault_fraction: float = 0.01  # more skipped samples (or batches) per epoch than this: error
+    lr_scaling: str = setting("none", choices=LR_SCALING)  # scale optimizer.lr by total batch / base
+    base_batch_size: Optional[int] = setting(None, ge=1)  # total batch size optimizer.lr was tuned for
+    nonfinite_loss: str = setting("stop", choices=NONFINITE)  # stop | skip (skip the batch and count it)
+    max_fault_fraction: float = setting(0.01, ge=0, le=1)  # more skipped samples (or batches) per epoch: error
 
     def __post_init__(self) -> None:
-        if self.accumulate < 1:
-            raise ConfigError(f"train.accumulate must be >= 1, got {self.accumulate}")
-        if self.lr_scaling not in LR_SCALING:
-            raise ConfigError(f"train.lr_scaling must be one of {', '.join(LR_SCALING)}, got {self.lr_scaling!r}")
         if self.lr_scaling != "none" and not self.base_batch_size:
             raise ConfigError("train.lr_scaling needs train.base_batch_size: the total batch size "
                               "optimizer.lr was tuned for (e.g. 128 for the official pose recipe)")
-        if self.nonfinite_loss not in NONFINITE:
-            raise ConfigError(f"train.nonfinite_loss must be stop or skip, got {self.nonfinite_loss!r}")
-        if not 0.0 <= float(self.max_fault_fraction) <= 1.0:
-            raise ConfigError(f"train.max_fault_fraction must be between 0 and 1, got {self.max_fault_fraction}")
 
 
 def run_dir_of(cfg: dict) -> Path:
@@ -173,8 +165,43 @@ class StopRun(Exception):
     not retried by Ray: the message goes to the driver as the run's result."""
 
 
+def is_peer_failure(e: BaseException) -> bool:
+    """An error a worker sees because another worker died (a collective lost its peer): Ray's
+    restart of the worker group is the cure, so these are the only exceptions left to Ray."""
+    text = str(e).lower()
+    return isinstance(e, getattr(dist, "DistBackendError", ())) or any(
+        w in text for w in ("gloo", "nccl", "connection closed", "connection reset", "broken pipe"))
+
+
 def train_worker(config: dict) -> None:
-    """Entry point of every Ray Train worker; ``config = {"cfg": plain config dict, "threads": n}``."""
+    """Entry point of every Ray Train worker; ``config = {"cfg": plain config dict, "threads": n}``.
+
+    An error that would happen again on a retry (bad data, a wrong setting, a bug) ends the run
+    with its reason in ``stopped.json`` instead of going back to Ray, which would restart the
+    worker group for nothing; only worker deaths are left to Ray's restarts."""
+    import traceback
+
+    import ray.train
+
+    run_dir = run_dir_of(config["cfg"])
+    try:
+        _train_worker(config)
+    except PlatformError as e:
+        reason = str(e)
+    except Exception as e:
+        if is_peer_failure(e):
+            raise
+        trace = run_dir / "logs" / "error.txt"
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        trace.write_text(traceback.format_exc())
+        reason = f"{type(e).__name__}: {' '.join(str(e).split())[:300]} in a training worker (traceback in {trace})"
+    else:
+        return
+    write_json_atomic(run_dir / STOPPED, {"epoch": None, "reason": reason})
+    ray.train.report({"stopped": reason})
+
+
+def _train_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
@@ -353,6 +380,9 @@ def train_worker(config: dict) -> None:
                     log.say(f"epoch {epoch + 1}/{total_epochs} [{_bar((it + 1) / batches_per_epoch)}] "
                             f"{it + 1}/{batches_per_epoch} loss {loss_sum / max(1, n_seen):.6f} "
                             f"lr {optimizer.param_groups[0]['lr']:.2e} {speed:.1f} img/s eta {_fmt_time(eta)}")
+                    metrics_log.scalars(global_step, {"train/loss": loss_sum / max(1, n_seen),
+                                                      "train/lr": optimizer.param_groups[0]["lr"],
+                                                      "train/img_per_s": speed})
                 if settings.max_iters and global_step >= settings.max_iters and step_now:
                     break
             if not by_iter:

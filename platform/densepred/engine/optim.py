@@ -19,7 +19,7 @@ def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimize
         raise ConfigError(f"optimizer.type {name!r} is not a torch.optim optimizer (e.g. Adam, AdamW, SGD)")
     try:
         return cls(params, **args)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # unknown argument, or torch's range checks (lr < 0, betas)
         raise ConfigError(f"optimizer ({name}): {e}") from None
 
 
@@ -45,5 +45,5 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any],
         raise ConfigError(f"scheduler.type {name!r} is not supported; choose one of {', '.join(SCHEDULERS)}")
     try:
         return getattr(torch.optim.lr_scheduler, name)(optimizer, **args)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"scheduler ({name}): {e}") from None

@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..atomicfile import write_text_atomic
 from ..checkpoint import read_checkpoint
 from ..errors import CheckpointError
 
@@ -43,17 +43,7 @@ def epoch_dir_name(epoch: int) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, json.dumps(data, indent=1))
 
 
 def record_latest(run_dir: Path, ckpt_dir: Path, epoch: int, global_step: int) -> None:

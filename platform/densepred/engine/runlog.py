@@ -56,6 +56,12 @@ class MetricsLog:
                 if isinstance(v, (int, float)) and k != "epoch":
                     self.tb.add_scalar(k, v, step)
 
+    def scalars(self, step: int, values: dict) -> None:
+        """TensorBoard points within an epoch (every ``train.log_interval`` iterations)."""
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
     def close(self) -> None:
         self.jsonl.close()
         if self.tb is not None:

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ...config import parse_section
+from ...config import parse_section, setting
+from ...errors import ConfigError, DataError
 from ...registry import LOSSES, TASKS, build
 from ..base import Task
 from .codec import HeatmapCodec
 from .coco_meta import FLIP_PAIRS, PIXEL_STD
 from ...imageio import loader_worker_init
-from .dataset import CocoPoseDataset
+from .dataset import CocoPoseDataset, resolve_image_dir
 from .evaluation import CocoKeypointMetric, evaluate_keypoints, format_table, load_results
 from .geometry import flip_back
 from .transforms import AugmentConfig
@@ -43,16 +44,16 @@ class PoseData:
 
     train_split: str = "train2017"
     val_split: str = "val2017"
-    input_size: list[int] = field(default_factory=lambda: [192, 256])
-    heatmap_size: list[int] = field(default_factory=lambda: [48, 64])
-    sigma: float = 2.0
-    encoding: str = "msra"
-    decoding: str = "argmax"
+    input_size: list[int] = setting(factory=lambda: [192, 256], ge=8, le=4096, hint="[W, H] of the network input crop")
+    heatmap_size: list[int] = setting(factory=lambda: [48, 64], ge=1, le=1024, hint="[W, H]; input_size / 4 for HRNet")
+    sigma: float = setting(2.0, gt=0)
+    encoding: str = setting("msra", choices=("msra", "dark", "udp"))
+    decoding: str = setting("argmax", choices=("argmax", "dark", "udp"))
     use_joint_weights: bool = False
-    det_score_thr: float = 0.0
-    batch_size: int = 32
-    val_batch_size: int = 64
-    loader_workers: int = 2
+    det_score_thr: float = setting(0.0, ge=0, le=1)
+    batch_size: int = setting(32, ge=1, hint="samples per worker and step")
+    val_batch_size: int = setting(64, ge=1)
+    loader_workers: int = setting(2, ge=0, le=64, hint="DataLoader processes; 0 loads in the training process")
     augment: dict = field(default_factory=dict)
 
 
@@ -60,12 +61,15 @@ class PoseData:
 class PoseEval:
     """``evaluation`` section: flip test and the official rescoring + OKS NMS settings."""
 
-    interval: int = 10
+    interval: int = setting(10, ge=1)
     flip_test: bool = True
     use_nms: bool = True
     soft_nms: bool = False
-    oks_thre: float = 0.9
-    in_vis_thre: float = 0.2
+    oks_thre: float = setting(0.9, ge=0, le=1, hint="OKS above which NMS drops the weaker person")
+    in_vis_thre: float = setting(0.2, ge=0, le=1)
+
+
+HEATMAP_STRIDE = 4  # input pixels per heatmap pixel for every pose head (HRNet final_layer at 1/4)
 
 
 @TASKS.register_module()
@@ -77,16 +81,53 @@ class PoseTask(Task):
         self.data = parse_section(cfg, "data", PoseData)
         self.eval_cfg = parse_section(cfg, "evaluation", PoseEval)
         self.augment = parse_section({"augment": self.data.augment}, "augment", AugmentConfig)
+        self._check_heatmap_size()
         self.codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
                                   self.data.encoding, self.data.decoding, self.data.use_joint_weights)
         task = self.task_section()
         self.criterion = build(LOSSES, task.get("loss") or {"type": "JointsMSELoss"}, "task.loss")
         self._val: Optional[CocoPoseDataset] = None
 
+    def _check_heatmap_size(self) -> None:
+        """The heads output heatmaps at 1/4 of the input: a heatmap_size that does not follow a
+        changed input_size would silently train against mis-scaled targets."""
+        (w_in, h_in), (w_hm, h_hm) = self.data.input_size, self.data.heatmap_size
+        if len(self.data.input_size) != 2 or len(self.data.heatmap_size) != 2:
+            raise ConfigError("data.input_size and data.heatmap_size must each be [W, H]")
+        if w_in != HEATMAP_STRIDE * w_hm or h_in != HEATMAP_STRIDE * h_hm:
+            where = getattr(self.cfg, "where", lambda _k: "config")
+            raise ConfigError(
+                f"{where('data.heatmap_size')}: data.heatmap_size {list(self.data.heatmap_size)} does not fit "
+                f"data.input_size {list(self.data.input_size)}: the model's heatmaps are 1/{HEATMAP_STRIDE} "
+                f"of the input, so set data.heatmap_size=[{w_in // HEATMAP_STRIDE},{h_in // HEATMAP_STRIDE}]"
+                + ("" if w_in % HEATMAP_STRIDE == 0 and h_in % HEATMAP_STRIDE == 0
+                   else f" and make data.input_size a multiple of {HEATMAP_STRIDE}"))
+
     # ------------------------------------------------------------------ data
     @property
     def data_root(self) -> str:
         return self.cfg.get("data_root") or "data/coco"
+
+    def preflight(self) -> None:
+        """The dataset files exist (annotations, image folders, detections): cheap checks on the
+        driver, so that a wrong path never reaches a Ray worker."""
+        super().preflight()
+        root = Path(self.data_root)
+        if not root.is_dir():
+            raise DataError(f"data_root {root} does not exist; set data_root to your COCO folder "
+                            "(--set data_root=...) or make the demo set with `platform data demo`")
+        for key in ("train_split", "val_split"):
+            split = getattr(self.data, key)
+            ann = root / "annotations" / f"person_keypoints_{split}.json"
+            if not ann.is_file():
+                raise DataError(f"{ann}: COCO annotation file not found; check data_root and data.{key}")
+            resolve_image_dir(root, split)
+        bbox = self.cfg.get("bbox_file")
+        if bbox:
+            bf = Path(bbox) if Path(bbox).is_absolute() or Path(bbox).exists() else root / bbox
+            if not bf.is_file():
+                raise DataError(f"person detection file {bf} not found (set bbox_file: null to use "
+                                "ground-truth boxes)")
 
     def build_dataset(self, split: str, strict_images: bool = False) -> CocoPoseDataset:
         train = split == "train"

@@ -12,6 +12,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ...config import setting
+
 from .coco_meta import FLIP_PAIRS, PIXEL_STD, UPPER_BODY_IDS
 from .geometry import affine_transform, fliplr_joints
 
@@ -21,11 +23,11 @@ class AugmentConfig:
     """Training augmentation of the official recipe (``data.augment`` in the task YAML)."""
 
     flip: bool = True
-    scale_factor: float = 0.35
-    rotation_factor: float = 45.0
-    rotation_prob: float = 0.6
-    half_body_prob: float = 0.3
-    half_body_min_joints: int = 8
+    scale_factor: float = setting(0.35, ge=0, le=0.95)
+    rotation_factor: float = setting(45.0, ge=0, le=180)
+    rotation_prob: float = setting(0.6, ge=0, le=1)
+    half_body_prob: float = setting(0.3, ge=0, le=1)
+    half_body_min_joints: int = setting(8, ge=0, le=17)
 
 
 def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: float,

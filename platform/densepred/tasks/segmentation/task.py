@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ...config import parse_section
+from ...config import parse_section, setting
 from ...errors import ConfigError
 from ...imageio import loader_worker_init
 from ...registry import LOSSES, TASKS, build
 from ..base import Task
-from .dataset import CityscapesDataset
+from .dataset import CityscapesDataset, find_samples
 from .labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
 from .metric import ConfusionMatrix, evaluate_prediction_folder
 from .metric import _write_metrics as write_metrics
@@ -79,24 +79,24 @@ class SegData:
 
     train_split: str = "train"
     val_split: str = "val"
-    batch_size: int = 3            # per worker (official: 12 in total on 4 GPUs)
-    loader_workers: int = 2
+    batch_size: int = setting(3, ge=1, hint="samples per worker and step")  # official: 12 in total on 4 GPUs
+    loader_workers: int = setting(2, ge=0, le=64)
     augment: dict = field(default_factory=dict)
 
 
 @dataclass
 class SegEval:
-    interval: int = 10             # evaluate every N epochs (and after the last)
+    interval: int = setting(10, ge=1)  # evaluate every N epochs (and after the last)
 
 
 @dataclass
 class SegInference:
     """``inference`` section: how a full image is predicted."""
 
-    mode: str = "whole"            # whole | slide | multiscale
-    crop_size: list[int] = field(default_factory=lambda: [1024, 512])  # [W, H] window for slide
-    stride_ratio: float = 2 / 3    # window stride as a fraction of the crop (official 2/3)
-    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    mode: str = setting("whole", choices=("whole", "slide", "multiscale"))
+    crop_size: list[int] = setting(factory=lambda: [1024, 512], ge=16, le=8192)  # [W, H] window for slide
+    stride_ratio: float = setting(2 / 3, gt=0, le=1)  # window stride as a fraction of the crop (official 2/3)
+    scales: list[float] = setting(factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], gt=0, le=8)
     flip: bool = False             # also average the horizontally flipped image
     align_corners: bool = False    # upsampling of logits to the image size
 
@@ -111,14 +111,18 @@ class SegmentationTask(Task):
         self.eval_cfg = parse_section(cfg, "evaluation", SegEval)
         self.infer_cfg = parse_section(cfg, "inference", SegInference)
         self.augment = parse_section({"augment": self.data.augment}, "augment", SegAugment)
-        if self.infer_cfg.mode not in ("whole", "slide", "multiscale"):
-            raise ConfigError(f"inference.mode must be whole, slide or multiscale, got {self.infer_cfg.mode!r}")
         task = self.task_section()
         self.criterion = build(LOSSES, task.get("loss") or {"type": "SegCrossEntropy"}, "task.loss")
 
     @property
     def data_root(self) -> str:
         return self.cfg.get("data_root") or "data/cityscapes"
+
+    def preflight(self) -> None:
+        """Both splits pair every image with its label (a file listing, no decoding)."""
+        super().preflight()
+        for split in (self.data.train_split, self.data.val_split):
+            find_samples(Path(self.data_root), split)
 
     def build_dataset(self, split: str, strict_images: bool = False) -> CityscapesDataset:
         train = split == "train"

@@ -8,6 +8,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ...config import setting
+
 from .labels import IGNORE_INDEX
 
 
@@ -15,9 +17,9 @@ from .labels import IGNORE_INDEX
 class SegAugment:
     """``data.augment`` of a segmentation task YAML."""
 
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
-    base_size: Optional[int] = None          # long side at scale 1.0 (None: the image's own; 2048 official)
-    crop_size: list[int] = field(default_factory=lambda: [1024, 512])   # [W, H]
+    scale_range: list[float] = setting(factory=lambda: [0.5, 2.0], gt=0, le=8)
+    base_size: Optional[int] = setting(None, ge=16, le=16384)         # long side at scale 1.0 (None: the image's own; 2048 official)
+    crop_size: list[int] = setting(factory=lambda: [1024, 512], ge=16, le=8192)   # [W, H]
     flip: bool = True
 
 

@@ -1,0 +1,64 @@
+"""Checks on the driver before any Ray worker starts.
+
+Everything a worker would otherwise find only after Ray started it (and then retried it) is tried
+here first on throw-away objects: the task and its datasets' files, the optimizer and schedule,
+the model and the initial weights. Each failure is one ``PlatformError`` line naming the key, the
+file that set it and what to do.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+
+from ..checkpoint import load_checkpoint
+from ..errors import CheckpointError, ConfigError
+from ..tasks.base import Task, build_task
+from .optim import build_optimizer, build_scheduler
+
+
+def _where(cfg: Mapping[str, Any], key: str) -> str:
+    return cfg.where(key) if hasattr(cfg, "where") else "config"
+
+
+def check_optimization(cfg: Mapping[str, Any]) -> None:
+    """Build the optimizer and the schedule on one dummy parameter: unknown types, unknown or
+    ill-typed arguments and impossible values (lr <= 0) fail here, not in every worker."""
+    optim_cfg = dict(cfg.get("optimizer") or {"type": "Adam", "lr": 1e-3})
+    lr = optim_cfg.get("lr", 1e-3)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ConfigError(f"{_where(cfg, 'optimizer.lr')}: optimizer.lr must be a number > 0, got {lr!r}")
+    try:
+        optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], optim_cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{_where(cfg, 'optimizer')}: {e}") from None
+    try:
+        build_scheduler(optimizer, cfg.get("scheduler") or {}, 100)
+    except ConfigError as e:
+        raise ConfigError(f"{_where(cfg, 'scheduler')}: {e}") from None
+
+
+def check_initial_weights(task: Task, path: str) -> str:
+    """``train.load_from`` is a readable checkpoint of which at least some tensors fit the model;
+    returns the load summary."""
+    model = task.build_model()
+    try:
+        report = load_checkpoint(model, path, strict=False)
+    except CheckpointError as e:
+        raise CheckpointError(f"train.load_from: {e}") from None
+    if report.loaded == 0:
+        raise CheckpointError(f"train.load_from: no tensor of {path} fits this model ({report.summary()}); "
+                              "check that the checkpoint is of this architecture")
+    return report.summary()
+
+
+def preflight(cfg: Mapping[str, Any], load_from: str | None) -> Task:
+    """Every check that does not need Ray; returns the built task."""
+    task = build_task(cfg)
+    task.preflight()
+    check_optimization(cfg)
+    if load_from:
+        check_initial_weights(task, load_from)
+    else:
+        task.build_model()  # the architecture builds (sizes, presets) before workers try
+    return task
