@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -123,7 +124,7 @@ def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(ray_loca
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert "continue with: platform train TASK --resume --set run_name=cut" in out
+    assert "continue with: platform train tasks/pose_demo.yaml --resume --set run_name=cut" in out
     assert read_latest(run_dir)["epoch"] < 3  # really cut short
     # Its workers and placement group are gone from the cluster.
     _wait_for(lambda: _placement_groups_alive() == [], 60, "the interrupted run's placement group to be removed")
@@ -194,6 +195,40 @@ def test_more_workers_than_cpus_is_a_clear_error(ray_local, tiny_pose_demo, tmp_
     with pytest.raises(PlatformError, match=r"^3 workers need at least 3 CPUs; the Ray cluster has 2\. "
                                             r"Use fewer --workers or add nodes"):
         train(_cfg(tiny_pose_demo, tmp_path, "run_name=big"), workers=3)
+    assert not (tmp_path / "big").exists()  # a start that failed leaves no run folder to "resume"
+
+
+def test_a_cluster_whose_cpus_are_held_by_another_job_is_a_clear_error(ray_local, tiny_pose_demo, tmp_path):
+    """Another job holds every CPU: the run waits ray.connect_timeout_s, then says so (Ray alone
+    would retry starting the worker group forever)."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    busy = placement_group([{"CPU": 2}])
+    ray_local.get(busy.ready(), timeout=30)
+    try:
+        start = time.time()
+        with pytest.raises(PlatformError, match=r"^the Ray cluster has 0 of 2 CPUs free but 1 worker\(s\) x 1 "
+                                                r"CPU\(s\) needs 1; other jobs hold the rest"):
+            train(_cfg(tiny_pose_demo, tmp_path, "run_name=busy", "ray.connect_timeout_s=2"), workers=1)
+        assert time.time() - start < 30
+    finally:
+        remove_placement_group(busy)
+    assert not (tmp_path / "busy").exists()
+
+
+def test_an_error_inside_a_worker_that_would_repeat_is_not_retried(ray_local, tiny_pose_demo, tmp_path):
+    """A broken annotation file passes the driver's existence check but fails in the worker: the run
+    stops with that one line (console and train.log) after one worker group, not after Ray's retries."""
+    root = tmp_path / "coco"
+    shutil.copytree(tiny_pose_demo, root)
+    ann = root / "annotations" / "person_keypoints_train2017.json"
+    ann.write_text(ann.read_text()[:-40])
+    with pytest.raises(PlatformError, match=rf"^training stopped: {re.escape(str(ann))}: invalid JSON at line"):
+        train(_cfg(root, tmp_path, "run_name=broken", "ray.max_failures=3"), workers=1)
+    run_dir = tmp_path / "broken"
+    assert list(json.loads((run_dir / "logs" / "attempts.json").read_text()).values()) == [1]
+    assert "[train] failed: training stopped: " in _log(run_dir) and "invalid JSON" in _log(run_dir)
+    assert _placement_groups_alive() == []
 
 
 def test_storage_must_be_a_shared_path(tiny_pose_demo, tmp_path):

@@ -132,7 +132,7 @@ def test_predict_writes_results_and_pictures(demo_root, tmp_path, reference_dir)
     for im in images:
         shutil.copy(im, folder / im.name)
     assert main(["predict", TASK, "--set", f"data_root={demo_root}", "--checkpoint", str(ckpt),
-                 "--input", str(folder), "--out", str(tmp_path / "pred")]) == 0
+                 "--input", str(folder), "--out", str(tmp_path / "pred"), "--detector", "whole"]) == 0
     results = json.loads((tmp_path / "pred" / "results.json").read_text())
     assert len(results) == 2 and all(len(r["keypoints"]) == 51 for r in results)
     assert {r["image_id"] for r in results} == {int(im.stem) for im in images}
@@ -231,7 +231,7 @@ def test_predict_on_a_video(demo_root, tmp_path):
         writer.write(cv2.resize(f, (w, h)))
     writer.release()
     assert main(["predict", TASK, "--set", f"data_root={demo_root}", "--checkpoint", str(ckpt),
-                 "--input", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "pv")]) == 0
+                 "--input", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "pv"), "--detector", "whole"]) == 0
     results = json.loads((tmp_path / "pv" / "results.json").read_text())
     assert sorted(r["image_id"] for r in results) == [0, 1, 2]       # frame indices
     assert (tmp_path / "pv" / "clip_pose.mp4").stat().st_size > 0

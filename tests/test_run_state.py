@@ -2,9 +2,15 @@
 folder, with damaged files passed over; and retention of the newest K checkpoints."""
 from __future__ import annotations
 
+import os
+import stat
+
+import pytest
 import torch
 
+from densepred import ConfigError
 from densepred.checkpoint import save_checkpoint
+from densepred.engine.run_config import check_rerun, write_run_config
 from densepred.engine.run_state import (CKPT_FILE, epoch_dir_name, find_resume_point, note_unregistered,
                                         prune_checkpoints, read_latest, record_latest)
 
@@ -58,3 +64,51 @@ def test_retention_of_checkpoints_ray_never_registered(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "epoch_0001", "epoch_0002", "epoch_0004", "epoch_0005"]
     assert read_latest(tmp_path)["epoch"] == 5
+
+
+# ----------------------------------------------------------------------------- re-running a run
+
+def _run_cfg(**changes):
+    cfg = {"task": {"type": "PoseTask"}, "model": {"backbone": {"type": "HRNet", "width": 8}},
+           "optimizer": {"type": "Adam", "lr": 0.001}, "train": {"epochs": 3, "log_interval": 10},
+           "run_name": "r"}
+    for key, value in changes.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    return cfg
+
+
+def test_a_rerun_may_change_safe_keys_and_says_which(tmp_path):
+    write_run_config(tmp_path, _run_cfg())
+    assert check_rerun(tmp_path, _run_cfg(), resume=False, allow_changes=False) == []
+    changes = check_rerun(tmp_path, _run_cfg(train__epochs=9, train__log_interval=1), resume=False,
+                          allow_changes=False)
+    assert changes == [("train.epochs", 3, 9), ("train.log_interval", 10, 1)]
+
+
+def test_a_rerun_with_another_config_is_refused_unless_resume_allows_changes(tmp_path):
+    write_run_config(tmp_path, _run_cfg())
+    changed = _run_cfg(optimizer__lr=0.01)
+    for resume, allow in ((False, False), (True, False), (False, True)):
+        with pytest.raises(ConfigError, match=r"started with another config \(optimizer\.lr: 0\.001 -> 0\.01\); "
+                                              r"to continue it with these changes add --resume --allow-changes"):
+            check_rerun(tmp_path, changed, resume=resume, allow_changes=allow)
+    assert check_rerun(tmp_path, changed, resume=True, allow_changes=True) == [("optimizer.lr", 0.001, 0.01)]
+
+
+def test_another_task_or_model_is_never_continued(tmp_path):
+    write_run_config(tmp_path, _run_cfg())
+    for other in (_run_cfg(task__type="SegmentationTask"), _run_cfg(model__backbone={"type": "HRNet", "width": 18})):
+        with pytest.raises(ConfigError, match=r"is a run of another task or model .*use --set run_name=NEW"):
+            check_rerun(tmp_path, other, resume=True, allow_changes=True)
+
+
+def test_run_files_are_created_with_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        record_latest(tmp_path, _save(tmp_path, 1), 1, 10)
+        write_run_config(tmp_path, _run_cfg())
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "latest.json", tmp_path / "config.yaml", tmp_path / "checkpoints" / "epoch_0001" / CKPT_FILE):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

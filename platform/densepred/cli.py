@@ -27,12 +27,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .model import build_model, num_parameters
     from .registry import BACKBONES, HEADS, registered_names
 
-    print(f"backbones: {', '.join(registered_names(BACKBONES))}")
-    print(f"heads:     {', '.join(registered_names(HEADS))}")
     folder = Path(args.configs)
+    if not folder.is_dir():
+        raise PlatformError(f"--configs {folder} {'is a file' if folder.exists() else 'does not exist'}; give a "
+                            f"folder of model .yaml files (default {default_model_configs()})")
     files = sorted(folder.glob("*.yaml"))
     if not files:
-        raise PlatformError(f"no model configs (*.yaml) in {folder}")
+        raise PlatformError(f"no model configs (*.yaml) in {folder}; give a folder of model .yaml files with "
+                            "--configs")
+    print(f"backbones: {', '.join(registered_names(BACKBONES))}")
+    print(f"heads:     {', '.join(registered_names(HEADS))}")
     h, w = args.input_size
     print(f"\nmodel configs in {folder}:")
     print(f"  {'config':34s} {'parameters':>12s}" + (f"  outputs for 1x3x{h}x{w}" if args.forward else ""))
@@ -112,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise PlatformError("give either --checkpoint (run a model) or --predictions (score a results file), "
                             "not both")
     if out_dir is not None:
-        ensure_out_dir(out_dir, "--out")
+        ensure_out_dir(out_dir, "--out", create=False)  # created once the evaluation ran
     if args.predictions:
         stats = task.evaluate_file(args.predictions, out_dir)
     else:
@@ -172,7 +176,7 @@ def cmd_data_browse(args: argparse.Namespace) -> int:
     from .tasks.base import build_task
 
     task = build_task(_task_config(args))
-    written = task.browse(args.split, ensure_out_dir(args.out), args.limit)
+    written = task.browse(args.split, ensure_out_dir(args.out, create=False), args.limit)
     print(f"wrote {written} samples to {args.out}")
     return 0
 
@@ -182,9 +186,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .tasks.base import build_task
 
     task = build_task(_task_config(args))
-    model = task.build_model()
-    print(load_checkpoint(model, args.checkpoint).summary())
-    task.predict(model, args.input, Path(args.out), boxes=args.boxes)
+
+    def load_model():
+        # Called by the task once the input, --out and the options are checked: mistakes there fail
+        # in a second instead of after reading a large checkpoint.
+        model = task.build_model()
+        print(load_checkpoint(model, args.checkpoint).summary())
+        return model
+
+    task.predict(load_model, args.input, Path(args.out), boxes=args.boxes, det_thr=args.det_thr,
+                 kpt_thr=args.kpt_thr, max_megapixels=args.max_pixels, detector=args.detector)
     return 0
 
 
@@ -304,13 +315,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="run a model on images, a folder or a video and draw the results",
-                       description="Predict on an image, a folder of images or a video; writes COCO-format "
-                                   "results and pictures. Without --boxes each image is one person box.")
+                       description="Predict on an image, a folder of images (searched recursively) or a video. "
+                                   "Pose writes results.json (COCO format), images.json, boxes.json and "
+                                   "pictures; segmentation writes labelId PNGs and overlays (an overlay video "
+                                   "for a video). Pose boxes come from --boxes, else from OpenCV's HOG people "
+                                   "detector. Unreadable or too large files in a folder are skipped and listed "
+                                   "in skipped.txt.")
     p.add_argument("task", help="task YAML")
     p.add_argument("--checkpoint", required=True, help="checkpoint (any supported format)")
-    p.add_argument("--input", required=True, help="image, folder of images, or video file")
+    p.add_argument("--input", required=True, help="image, folder of images, or video (.mp4 .avi .mov .mkv .webm)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--boxes", help="person detections (COCO results JSON; image_id = file stem or index)")
+    p.add_argument("--boxes", help="pose: person detections (COCO results JSON; image_id = file stem or "
+                                   "frame index); without it OpenCV's HOG people detector proposes boxes")
+    p.add_argument("--det-thr", type=float, default=None, metavar="T",
+                   help="pose: use boxes scoring >= T, 0..1 (default: data.det_score_thr of the config)")
+    p.add_argument("--kpt-thr", type=float, default=None, metavar="T",
+                   help="pose: draw keypoints whose confidence is above T, 0..1 (default 0.3)")
+    p.add_argument("--detector", choices=["hog", "whole"], default=None,
+                   help="pose without --boxes: hog (default; whole image where it finds nobody) or whole "
+                        "(each image is one person box, for single-person crops)")
+    p.add_argument("--max-pixels", type=float, default=None, metavar="MP",
+                   help="refuse images larger than MP megapixels (default 40); in a folder they are skipped")
     _add_set(p)
     p.set_defaults(func=cmd_predict)
 

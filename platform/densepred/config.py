@@ -39,6 +39,15 @@ TOP_LEVEL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
+# Paths and names that an empty string would silently turn into a default or the working directory.
+EMPTY_NOT_ALLOWED = {
+    "data_root": "the dataset root folder (e.g. --set data_root=data/coco), or null for the task's default",
+    "work_dir": "the folder for run folders (e.g. --set work_dir=work_dirs)",
+    "bbox_file": "a person detections file, or null to use ground-truth boxes",
+    "run_name": "a name (e.g. --set run_name=my_run), or null for the default",
+}
+
+
 def register_top_level_key(name: str, types_: tuple[type, ...], doc: str) -> None:
     """Let a task add its own top-level keys to the schema."""
     TOP_LEVEL_KEYS[name] = (types_, doc)
@@ -332,6 +341,8 @@ def validate_config(cfg: LoadedConfig) -> None:
         if not isinstance(v, types_):
             names = "/".join("null" if t is type(None) else t.__name__ for t in types_)
             raise ConfigError(f"{cfg.where(k)}: '{k}' must be {names}, got {type(v).__name__} {v!r}")
+        if isinstance(v, str) and not v.strip() and k in EMPTY_NOT_ALLOWED:
+            raise ConfigError(f"{cfg.where(k)}: {k} is empty; give {EMPTY_NOT_ALLOWED[k]}")
     if "model" in cfg:
         validate_model_section(cfg, cfg["model"])
 
@@ -372,11 +383,14 @@ def _range_problem(value: Any, meta: Mapping[str, Any]) -> Optional[str]:
 
 
 def parse_section(cfg: Mapping[str, Any], key: str, cls: type) -> Any:
-    """Build the dataclass ``cls`` from ``cfg[key]``; unknown keys and wrong types name the key and
-    the file that set it."""
+    """Build the dataclass ``cls`` from ``cfg[key]`` (``key`` may be dotted: ``data.augment``);
+    unknown keys and wrong types name the key and the file that set it."""
     import dataclasses
 
-    raw = cfg.get(key) or {}
+    raw: Any = cfg
+    for part in key.split("."):
+        raw = raw.get(part) if isinstance(raw, Mapping) else None
+    raw = raw or {}
     where = cfg.where if isinstance(cfg, LoadedConfig) else (lambda _k: "config")
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where(key)}: '{key}' must be a mapping, got {type(raw).__name__}")

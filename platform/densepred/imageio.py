@@ -16,9 +16,14 @@ JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read an image as uint8 RGB (H, W, 3); DataError naming the file if missing or undecodable."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"image file {p} is a folder, not an image")
     if not p.is_file():
         raise DataError(f"image file {p} not found")
-    data = np.fromfile(str(p), dtype=np.uint8)
+    try:
+        data = np.fromfile(str(p), dtype=np.uint8)
+    except OSError as e:
+        raise DataError(f"cannot read image file {p}: {e.strerror or e}; check its permissions") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
     if image is not None and p.suffix.lower() in (".jpg", ".jpeg") and JPEG_END not in data[-32:].tobytes():
         # OpenCV decodes a truncated JPEG into a partly grey image; the missing end marker tells.

@@ -33,7 +33,8 @@ def lookup(registry: Registry, type_name: str, where: str = "") -> type:
     if cls is None:
         at = f"{where}: " if where else ""
         raise ConfigError(
-            f"{at}unknown {registry.name} type {type_name!r}; registered {registry.name}s: "
+            f"{at}unknown {registry.name} type {type_name!r}; registered "
+            f"{registry.name}{'es' if registry.name.endswith('s') else 's'}: "
             f"{', '.join(registered_names(registry)) or '(none)'}"
         )
     return cls

@@ -6,7 +6,7 @@ import sys
 from importlib import metadata
 from typing import Optional
 
-PACKAGES = ("densepred", "torch", "ray", "mmengine-lite", "opencv-python-headless", "numpy", "pycocotools",
+PACKAGES = ("densepred", "torch", "ray", "mmengine-lite", "opencv-contrib-python-headless", "numpy", "pycocotools",
             "cityscapesscripts")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 

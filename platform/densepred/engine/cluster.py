@@ -1,6 +1,7 @@
 """Joining a Ray cluster with bounded waits: every address problem is one line, never a hang."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -13,13 +14,12 @@ DEFAULT_CONNECT_TIMEOUT_S = 30.0
 
 
 def resolve_auto(address: str) -> str:
-    """``auto`` -> the address of the Ray cluster running on this machine (``ray start``)."""
-    from ray._private.services import get_ray_address_from_environment
+    """``auto`` -> the cluster this machine joined with ``ray start`` (or ``RAY_ADDRESS``). Unlike
+    Ray's own ``auto`` it does not fall back to any Ray process it can find on the machine: another
+    user's (or a test's) private instance is not a cluster to train on."""
+    from ray._private.utils import read_ray_address
 
-    try:
-        found = get_ray_address_from_environment(address, None)
-    except ConnectionError:
-        found = None
+    found = os.environ.get("RAY_ADDRESS") or read_ray_address(None)
     if not found or found == "auto":
         raise PlatformError("--address auto: no running Ray cluster found on this machine; start one with "
                             "`ray start --head`, or leave out --address to train on a local Ray instance")
@@ -66,6 +66,9 @@ def init_with_timeout(kwargs: dict[str, Any], timeout: float, address: str) -> N
         except BaseException as e:  # handed to the caller's thread
             box["error"] = e
 
+    # ray.init off the main thread warns that it cannot install its SIGTERM handler; the platform
+    # installs its own (see cli._sigterm_as_interrupt), so the warning is only noise.
+    logging.getLogger("ray._private.worker").addFilter(lambda r: "SIGTERM handler is not set" not in r.getMessage())
     thread = threading.Thread(target=connect, name="ray-connect", daemon=True)
     thread.start()
     thread.join(timeout)

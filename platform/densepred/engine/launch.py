@@ -1,13 +1,14 @@
 """Start training on Ray Train: a local Ray instance by default, or an existing cluster."""
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import parse_section, setting
+from ..config import LoadedConfig, parse_section, setting
 from ..errors import ConfigError, PlatformError
 from .cluster import (DEFAULT_CONNECT_TIMEOUT_S, check_reachable, color_env, init_with_timeout, resolve_auto,
                       wait_for_cpus)
@@ -43,7 +44,8 @@ def plain(x: Any) -> Any:
 def ray_init_kwargs() -> dict[str, Any]:
     # Ray Train V2 re-routes print() in workers through a logger and also tees it, which doubles
     # every progress line and defeats redirect_stdout; workers keep plain print.
-    return {"ignore_reinit_error": True, "log_to_driver": True,
+    # Ray's INFO start-up lines carry ANSI colours even when redirected; warnings still show.
+    return {"ignore_reinit_error": True, "log_to_driver": True, "logging_level": logging.WARNING,
             "runtime_env": {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}}
 
 
@@ -151,14 +153,14 @@ def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address
     settings = parse_section(cfg, "ray", RaySettings)
     train_settings = parse_section(cfg, "train", TrainSettings)
     source = getattr(cfg, "source", None)
-    cfg = plain(cfg)
+    loaded, cfg = cfg, plain(cfg)
     if storage:
         cfg.setdefault("ray", {})["storage"] = storage
     workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     cfg = resolve_paths(cfg)
-    preflight(cfg, (cfg.get("train") or {}).get("load_from"))
+    preflight(_with_sources(cfg, loaded), (cfg.get("train") or {}).get("load_from"))
     if not cfg.get("run_name"):
         cfg["run_name"] = "run"
     run_dir = run_dir_of(cfg)
@@ -173,6 +175,15 @@ def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address
                       settings.use_gpu if use_gpu is None else use_gpu, address or settings.address,
                       f"platform train {task_file} --resume --set run_name={cfg['run_name']}")
     return plan, changes
+
+
+def _with_sources(cfg: dict, loaded: Any) -> dict:
+    """``cfg`` that still says which file or ``--set`` set each key (for the preflight's errors)."""
+    if not isinstance(loaded, LoadedConfig):
+        return cfg
+    view = LoadedConfig(cfg)
+    view.source, view.chain, view.overrides = loaded.source, loaded.chain, loaded.overrides
+    return view
 
 
 def _display_path(p: Path) -> str:
@@ -233,7 +244,7 @@ def build_trainer(plan: LaunchPlan, cpus: int) -> Any:
             # on purpose) contradict the platform's own messages; warnings and errors still show.
             logging_config=LoggingConfig(log_level="WARNING"),
             failure_config=FailureConfig(max_failures=settings.max_failures,
-                                         controller_failure_limit=max(settings.max_failures, 0))),
+                                         controller_failure_limit=settings.max_failures)),
     )
 
 

@@ -7,6 +7,7 @@ file that set it and what to do.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 import torch
@@ -31,15 +32,28 @@ def check_optimization(cfg: Mapping[str, Any]) -> None:
     try:
         optimizer = build_optimizer([torch.nn.Parameter(torch.zeros(1))], optim_cfg)
     except ConfigError as e:
-        raise ConfigError(f"{_where(cfg, 'optimizer')}: {e}") from None
+        raise ConfigError(f"{_where(cfg, _culprit(cfg, 'optimizer', e))}: {e}") from None
     try:
         build_scheduler(optimizer, cfg.get("scheduler") or {}, 100)
     except ConfigError as e:
-        raise ConfigError(f"{_where(cfg, 'scheduler')}: {e}") from None
+        raise ConfigError(f"{_where(cfg, _culprit(cfg, 'scheduler', e))}: {e}") from None
+
+
+def _culprit(cfg: Mapping[str, Any], section: str, e: ConfigError) -> str:
+    """The key an optimizer/schedule error is about, so that the message names the file or --set
+    that set it: ``type`` when the message says so, else the first key of the section that the
+    message quotes (e.g. torch's "unexpected keyword argument 'momentun'"), else the section."""
+    text = str(e)
+    if text.startswith(f"{section}.type "):
+        return f"{section}.type"
+    keys = cfg.get(section) or {}
+    named = [k for k in re.findall(r"'(\w+)'", text) if k in keys]
+    return f"{section}.{named[0]}" if named else section
 
 
 def check_initial_weights(task: Task, path: str) -> str:
-    """``train.load_from`` is a readable checkpoint of which at least some tensors fit the model;
+    """``train.load_from`` is a readable checkpoint of which at least some tensors fit the model and
+    whose backbone tensors have this model's shapes (heads may differ: they are trained anew);
     returns the load summary."""
     model = task.build_model()
     try:
@@ -49,6 +63,13 @@ def check_initial_weights(task: Task, path: str) -> str:
     if report.loaded == 0:
         raise CheckpointError(f"train.load_from: no tensor of {path} fits this model ({report.summary()}); "
                               "check that the checkpoint is of this architecture")
+    other = [(k, a, b) for k, a, b in report.mismatched if k.startswith("backbone.")]
+    if other:
+        k, a, b = other[0]
+        raise CheckpointError(f"train.load_from: {path} is a checkpoint of another backbone: {len(other)} tensors "
+                              f"have other shapes (e.g. {k} checkpoint {list(a)} vs model {list(b)}); check "
+                              "model.backbone (arch, width, stages) against the checkpoint, or use one of this "
+                              "architecture")
     return report.summary()
 
 

@@ -69,7 +69,7 @@ def check_rerun(run_dir: Path, cfg: Mapping[str, Any], resume: bool, allow_chang
     if old is None:
         return []
     diff = config_diff(old, cfg)
-    fixed = [d for d in diff if _under(d[0], FIXED)]
+    fixed = sorted((d for d in diff if _under(d[0], FIXED)), key=lambda d: d[0] != "task.type")  # task first
     name = cfg.get("run_name")
     if fixed:
         raise ConfigError(f"run '{name}' in {run_dir} is a run of another task or model ({describe(fixed, 2)}); "

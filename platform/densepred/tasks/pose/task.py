@@ -80,7 +80,7 @@ class PoseTask(Task):
         cfg = self.cfg
         self.data = parse_section(cfg, "data", PoseData)
         self.eval_cfg = parse_section(cfg, "evaluation", PoseEval)
-        self.augment = parse_section({"augment": self.data.augment}, "augment", AugmentConfig)
+        self.augment = parse_section(cfg, "data.augment", AugmentConfig)
         self._check_heatmap_size()
         self.codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
                                   self.data.encoding, self.data.decoding, self.data.use_joint_weights)
@@ -244,9 +244,14 @@ class PoseTask(Task):
         return n
 
     # ------------------------------------------------------------------ prediction
-    def predict(self, model: nn.Module, source: str, out_dir: Path, boxes: Optional[str] = None,
-                device: torch.device = torch.device("cpu")) -> dict[str, Any]:
-        """Predict on an image, a folder of images or a video; write results.json and pictures."""
+    def predict(self, model: nn.Module | Callable[[], nn.Module], source: str, out_dir: Path,
+                boxes: Optional[str] = None, device: torch.device = torch.device("cpu"),
+                det_thr: Optional[float] = None, kpt_thr: Optional[float] = None,
+                max_megapixels: Optional[float] = None, detector: Optional[str] = None) -> dict[str, Any]:
+        """Predict on an image, a folder of images or a video; write results.json, images.json,
+        boxes.json and pictures. ``model`` may be a loader, called after inputs and options are checked.
+        Boxes come from ``boxes`` (a COCO results file), else from ``detector`` (``hog`` or ``whole``)."""
         from .predict import run_prediction
 
-        return run_prediction(self, model, Path(source), out_dir, boxes, device)
+        return run_prediction(self, model, Path(source), out_dir, boxes, device, det_thr=det_thr,
+                              kpt_thr=kpt_thr, max_megapixels=max_megapixels, detector=detector)

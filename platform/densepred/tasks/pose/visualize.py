@@ -24,17 +24,45 @@ def draw_skeleton(image_rgb: np.ndarray, keypoints: np.ndarray, thr: float = 0.2
                   radius: int = 3, thickness: int = 2) -> np.ndarray:
     """Draw one person's (K, 3) keypoints (x, y, confidence or visibility) on a copy of the image."""
     out = np.ascontiguousarray(image_rgb.copy())
+    draw_keypoints(out, keypoints, thr, radius, thickness)
+    return out
+
+
+def draw_keypoints(out: np.ndarray, keypoints: np.ndarray, thr: float, radius: int = 3,
+                   thickness: int = 2) -> int:
+    """Draw, in place, the limbs and keypoints whose confidence is above ``thr``; returns how many
+    keypoints were drawn."""
     kp = np.asarray(keypoints, dtype=np.float32)
     for a, b in SKELETON:
         if kp[a, 2] > thr and kp[b, 2] > thr:
             pa = tuple(int(round(v)) for v in kp[a, :2])
             pb = tuple(int(round(v)) for v in kp[b, :2])
             cv2.line(out, pa, pb, _limb_color(a, b), thickness, cv2.LINE_AA)
+    drawn = 0
     for i, (x, y, c) in enumerate(kp):
         if c > thr:
             color = _LEFT if i % 2 == 1 else (_RIGHT if i > 0 else _MID)
             cv2.circle(out, (int(round(x)), int(round(y))), radius, color, -1, cv2.LINE_AA)
-    return out
+            drawn += 1
+    return drawn
+
+
+_BOX = (255, 255, 0)
+
+
+def draw_person(out: np.ndarray, box: list[float], score: float, keypoints: np.ndarray, kpt_thr: float) -> int:
+    """Draw, in place, a person's box with its score and the keypoints above ``kpt_thr``. Line widths
+    grow with the image so that drawings stay visible on large photos. Returns keypoints drawn."""
+    unit = max(1.0, min(out.shape[:2]) / 400)
+    x, y, w, h = box
+    p1, p2 = (int(round(x)), int(round(y))), (int(round(x + w)), int(round(y + h)))
+    cv2.rectangle(out, p1, p2, _BOX, max(1, int(unit)), cv2.LINE_AA)
+    text, font, scale = f"{score:.2f}", cv2.FONT_HERSHEY_SIMPLEX, 0.4 * unit
+    (tw, th), base = cv2.getTextSize(text, font, scale, max(1, int(unit)))
+    ty = p1[1] - 2 if p1[1] - th - base >= 0 else p1[1] + th + 2  # above the box, or inside at the top
+    cv2.rectangle(out, (p1[0], ty - th - 1), (p1[0] + tw + 2, ty + base - 1), _BOX, -1)
+    cv2.putText(out, text, (p1[0] + 1, ty - 1), font, scale, (0, 0, 0), max(1, int(unit)), cv2.LINE_AA)
+    return draw_keypoints(out, keypoints, kpt_thr, radius=int(round(3 * unit)), thickness=int(round(2 * unit)))
 
 
 def heatmap_panel(patch_rgb: np.ndarray, target: np.ndarray) -> np.ndarray:

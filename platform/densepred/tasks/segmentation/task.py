@@ -110,7 +110,7 @@ class SegmentationTask(Task):
         self.data = parse_section(cfg, "data", SegData)
         self.eval_cfg = parse_section(cfg, "evaluation", SegEval)
         self.infer_cfg = parse_section(cfg, "inference", SegInference)
-        self.augment = parse_section({"augment": self.data.augment}, "augment", SegAugment)
+        self.augment = parse_section(cfg, "data.augment", SegAugment)
         task = self.task_section()
         self.criterion = build(LOSSES, task.get("loss") or {"type": "SegCrossEntropy"}, "task.loss")
 
@@ -236,11 +236,17 @@ class SegmentationTask(Task):
             cv2.imwrite(str(out_dir / f"{stem}.jpg"), overlay(image, label)[:, :, ::-1])
         return n
 
-    def predict(self, model: nn.Module, source: str, out_dir: Path, boxes: Optional[str] = None,
-                device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    def predict(self, model: nn.Module | Callable[[], nn.Module], source: str, out_dir: Path,
+                boxes: Optional[str] = None, device: torch.device = torch.device("cpu"),
+                det_thr: Optional[float] = None, kpt_thr: Optional[float] = None,
+                max_megapixels: Optional[float] = None, detector: Optional[str] = None) -> dict[str, Any]:
+        """Predict on an image, a folder of images or a video: labelId PNGs and overlays (an overlay
+        video for a video). ``model`` may be a loader, called after the input is checked."""
         from .predict import run_prediction
 
-        if boxes:
-            raise ConfigError("--boxes applies to pose tasks only")
-        return run_prediction(self, model, Path(source), out_dir, device)
+        pose_only = [name for name, value in (("--boxes", boxes), ("--det-thr", det_thr),
+                                              ("--kpt-thr", kpt_thr), ("--detector", detector)) if value is not None]
+        if pose_only:
+            raise ConfigError(f"{', '.join(pose_only)} appl{'ies' if len(pose_only) == 1 else 'y'} to pose tasks only")
+        return run_prediction(self, model, Path(source), out_dir, device, max_megapixels=max_megapixels)
 

@@ -1,6 +1,8 @@
 """Pictures for segmentation: colour overlays with a legend of the classes present."""
 from __future__ import annotations
 
+from typing import Optional, Sequence
+
 import cv2
 import numpy as np
 
@@ -15,15 +17,18 @@ def colorize(train_ids: np.ndarray) -> np.ndarray:
     return _PALETTE[train_ids.astype(np.uint8)]
 
 
-def overlay(image_rgb: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5, legend: bool = True) -> np.ndarray:
-    """Blend the colour map over the image; ignore pixels keep the image. Adds a legend strip."""
+def overlay(image_rgb: np.ndarray, train_ids: np.ndarray, alpha: float = 0.5, legend: bool = True,
+            legend_classes: Optional[Sequence[int]] = None) -> np.ndarray:
+    """Blend the colour map over the image; ignore pixels keep the image. Adds a legend strip of the
+    classes present, or of ``legend_classes`` (a fixed list keeps every video frame the same size)."""
     colour = colorize(train_ids)
     out = image_rgb.copy()
     mask = train_ids != IGNORE_INDEX
     out[mask] = (alpha * colour[mask] + (1 - alpha) * image_rgb[mask]).astype(np.uint8)
     if not legend:
         return out
-    present = [int(c) for c in np.unique(train_ids) if c != IGNORE_INDEX]
+    present = (list(legend_classes) if legend_classes is not None
+               else [int(c) for c in np.unique(train_ids) if c != IGNORE_INDEX])
     row_h = max(12, out.shape[0] // 30)
     per_col = max(1, (out.shape[0] - 4) // (row_h + 2))
     col_w = row_h * 8
