@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# The annotation index cache of the suite stays out of the user's ~/.cache (Ray workers inherit it).
+os.environ.setdefault("DENSEPRED_CACHE", os.path.join(tempfile.gettempdir(), f"densepred-test-cache-{os.getpid()}"))
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .tuning.runner import run_sweep
+    from .tuning.space import load_space
+
+    spec = load_space(args.space, args.set, samples=args.samples, concurrent=args.concurrent)
+    try:
+        run_sweep(spec, address=args.address, storage=args.storage, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"[tune] interrupted: finished trials are kept; continue with: platform tune {args.space} --resume"
+              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -303,6 +317,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --resume: continue a run although its config changed (the changes are listed)")
     _add_set(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search backbone widths, fusion settings and hyperparameters with Ray Tune",
+                       description="Run the sweep described by SPACE (a search-space YAML in tuning/): each trial "
+                                   "is an ordinary Ray Train run of the task with sampled values. Results "
+                                   "(results.csv, best.yaml, summary.md, pictures) go to "
+                                   "<work_dir or --storage>/tune/<space name>/.")
+    p.add_argument("space", help="search-space YAML, e.g. tuning/pose_hrnet_width_fusion.yaml")
+    p.add_argument("--samples", type=count(1), default=None, help="number of trials (default: search.samples)")
+    p.add_argument("--concurrent", type=count(1), default=None,
+                   help="trials at once (default: resources.concurrent)")
+    p.add_argument("--address", default=None, help="Ray cluster address, e.g. 10.0.0.1:6379 or auto")
+    p.add_argument("--storage", default=None, help="folder for the sweep (default: the task's work_dir); on a "
+                                                   "cluster a path every node mounts")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    _add_set(p)
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint or a results file",
                        description="Evaluate a model checkpoint on the task's validation split, or score a "

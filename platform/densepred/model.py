@@ -71,7 +71,8 @@ def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _model_section(config_or_path: Any, overrides: Any = ()) -> Mapping[str, Any]:
+def _load(config_or_path: Any, overrides: Any = ()) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """``(config, model section)``; the config is kept to name the file behind a bad key."""
     from .config import LoadedConfig, load_config
 
     if isinstance(config_or_path, (str, os.PathLike)):
@@ -83,12 +84,44 @@ def _model_section(config_or_path: Any, overrides: Any = ()) -> Mapping[str, Any
     if isinstance(cfg, LoadedConfig) or "model" in cfg:
         if "model" not in cfg:
             raise ConfigError(f"{getattr(cfg, 'source', 'config')}: no 'model' section")
-        return cfg["model"]
-    return cfg
+        return cfg, cfg["model"]
+    return cfg, cfg
+
+
+def _where(cfg: Mapping[str, Any], key: str) -> str:
+    return f"{cfg.where(key)}: " if hasattr(cfg, "where") else ""
+
+
+def _build_backbone(cfg: Mapping[str, Any], m: Mapping[str, Any]) -> nn.Module:
+    """Build ``model.backbone``; a backbone error about one of its keys (``err.key``) is re-worded
+    with the key's full path and the file (or ``--set``) that set it."""
+    try:
+        return build(BACKBONES, m["backbone"], "model.backbone")
+    except ConfigError as e:
+        key, template = getattr(e, "key", None), getattr(e, "template", None)
+        if key is None or template is None:
+            raise
+        path = f"model.backbone.{key}"
+        raise ConfigError(_where(cfg, path) + template.replace("{key}", path)) from None
+
+
+def _check_in_channels(cfg: Mapping[str, Any], name: str, head: Mapping[str, Any], channels: list[int]) -> None:
+    """Heads take their input channels from the backbone; an explicit value must agree with it."""
+    given = head.get("in_channels") if isinstance(head, Mapping) else None
+    if given is None:
+        return
+    as_list = list(given) if isinstance(given, (list, tuple)) else [given]
+    if as_list != list(channels):
+        key = f"model.heads.{name}.in_channels"
+        raise ConfigError(f"{_where(cfg, key)}{key} is {given!r} but the backbone outputs {list(channels)} "
+                          "channels; remove it (heads take their input channels from the backbone)")
 
 
 def build_model(config_or_path: Any, overrides: Any = ()) -> DensePredictor:
     """Build a model from a YAML path, a loaded config (with a ``model`` key) or a model mapping.
+
+    Heads get ``in_channels`` from the backbone's (or neck's) ``out_channels``: one entry per
+    feature they receive, so any width, stage count or aggregation fits any head.
 
     >>> model = build_model("configs/models/pose_hrnet_w32.yaml")
     >>> model(torch.zeros(1, 3, 256, 192))["pose"].shape
@@ -97,8 +130,8 @@ def build_model(config_or_path: Any, overrides: Any = ()) -> DensePredictor:
     # Importing the packages registers their components.
     from . import backbones, heads  # noqa: F401
 
-    m = _model_section(config_or_path, overrides)
-    backbone = build(BACKBONES, m["backbone"], "model.backbone")
+    cfg, m = _load(config_or_path, overrides)
+    backbone = _build_backbone(cfg, m)
     channels = backbone.out_channels
     neck = None
     if m.get("neck"):
@@ -107,6 +140,8 @@ def build_model(config_or_path: Any, overrides: Any = ()) -> DensePredictor:
     head_cfgs = m.get("heads") or {}
     if not head_cfgs:
         raise ConfigError("model.heads is empty: add at least one head, e.g. {pose: {type: HeatmapHead}}")
+    for name, h in head_cfgs.items():
+        _check_in_channels(cfg, name, h, channels)
     built = {name: build(HEADS, h, f"model.heads.{name}", in_channels=channels)
              for name, h in head_cfgs.items()}
     model = DensePredictor(backbone, built, neck)

@@ -8,6 +8,7 @@ plus per-stage overrides; the stages are built by one loop.
 from __future__ import annotations
 
 import copy
+import difflib
 from typing import Any, Optional
 
 import torch
@@ -157,16 +158,22 @@ class HighResolutionModule(nn.Module):
 
 # Architectures as data. ``stage1`` is a single residual chain; stages 2-4 are lists of
 # HighResolutionModules. Channels are before block expansion, as in the official YAML files.
+# The standard family: branch widths [w, 2w, 4w, 8w] with this layout (w18/w32/w48 are instances).
+STANDARD_LAYOUT: dict[str, dict[str, Any]] = {
+    "stage1": dict(block="BOTTLENECK", num_blocks=4, num_channels=64),
+    "stage2": dict(num_modules=1, block="BASIC", num_blocks=[4, 4], width_factors=[1, 2]),
+    "stage3": dict(num_modules=4, block="BASIC", num_blocks=[4, 4, 4], width_factors=[1, 2, 4]),
+    "stage4": dict(num_modules=3, block="BASIC", num_blocks=[4, 4, 4, 4], width_factors=[1, 2, 4, 8]),
+}
+
+
 def _standard(width: int) -> dict[str, Any]:
-    w = width
-    return {
-        "stage1": dict(block="BOTTLENECK", num_blocks=4, num_channels=64),
-        "stage2": dict(num_modules=1, block="BASIC", num_blocks=[4, 4], num_channels=[w, 2 * w]),
-        "stage3": dict(num_modules=4, block="BASIC", num_blocks=[4, 4, 4],
-                       num_channels=[w, 2 * w, 4 * w]),
-        "stage4": dict(num_modules=3, block="BASIC", num_blocks=[4, 4, 4, 4],
-                       num_channels=[w, 2 * w, 4 * w, 8 * w]),
-    }
+    stages = copy.deepcopy(STANDARD_LAYOUT)
+    for st in stages.values():
+        factors = st.pop("width_factors", None)
+        if factors is not None:
+            st["num_channels"] = [f * width for f in factors]
+    return stages
 
 
 ARCH_PRESETS: dict[str, dict[str, Any]] = {
@@ -189,45 +196,134 @@ ARCH_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+STAGE_NAMES = ("stage1", "stage2", "stage3", "stage4")
+NUM_STAGES = (3, 4)
+# What the heads see: the highest-resolution branch only (HRNetV1) or every branch upsampled
+# bilinearly to the highest resolution and concatenated (HRNetV2). ``None``: the list of branches
+# the last module outputs, and each head takes what it needs (the behaviour before the key existed).
+AGGREGATIONS = {"v1": "highest-resolution branch only (HRNetV1)",
+                "v2": "all branches upsampled and concatenated (HRNetV2)"}
+UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
 _STAGE_KEYS = {"num_modules", "block", "num_blocks", "num_channels", "num_branches", "fuse_method"}
 
 
-def resolve_arch(arch: Optional[str], width: Optional[int],
-                 overrides: dict[str, Optional[dict]]) -> dict[str, dict[str, Any]]:
-    """Merge a preset (``arch`` or ``width``) with explicit per-stage settings."""
+def hrnet_error(key: str, template: str) -> ConfigError:
+    """A ConfigError about backbone key ``key``; ``template`` names it as ``{key}``.
+
+    The message names the key as the backbone knows it (``HRNet: num_stages must be ...``);
+    ``build_model`` re-words it with the full path and the file that set it
+    (``tasks/x.yaml: model.backbone.num_stages must be ...``) from ``err.key`` / ``err.template``.
+    """
+    err = ConfigError("HRNet: " + template.replace("{key}", key))
+    err.key, err.template = key, template  # type: ignore[attr-defined]
+    return err
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _positive_ints(value: Any, count: int) -> bool:
+    return isinstance(value, list) and len(value) == count and all(_positive_int(v) for v in value)
+
+
+def _check_stage(name: str, st: dict[str, Any], branches: int) -> None:
+    """One stage's settings: block type, positive sizes, one entry per branch."""
+    if st.get("block") not in BLOCKS:
+        raise hrnet_error(f"{name}.block", f"{{key}} must be one of {list(BLOCKS)}, got {st.get('block')!r}")
+    if st.get("fuse_method", "SUM") != "SUM":
+        raise hrnet_error(f"{name}.fuse_method", f"{{key}} {st['fuse_method']!r} is not supported (SUM only)")
+    if name == "stage1":
+        for k in ("num_blocks", "num_channels"):
+            if not _positive_int(st.get(k)):
+                raise hrnet_error(f"{name}.{k}", f"{{key}} must be a positive integer, got {st.get(k)!r}")
+        return
+    if not _positive_int(st.get("num_modules")):
+        raise hrnet_error(f"{name}.num_modules",
+                          f"{{key}} must be a positive integer, got {st.get('num_modules')!r}")
+    for k in ("num_channels", "num_blocks"):
+        if not _positive_ints(st.get(k), branches):
+            raise hrnet_error(f"{name}.{k}", f"{{key}} must list {branches} positive integers (one per "
+                                             f"branch of {name}), got {st.get(k)!r}")
+    if st.get("num_branches", branches) != branches:
+        raise hrnet_error(f"{name}.num_branches",
+                          f"{{key}} must be {branches} ({name} has {branches} branches), got {st['num_branches']!r}")
+
+
+def _preset(arch: Optional[str], width: Optional[int]) -> dict[str, dict[str, Any]]:
     if arch is not None and width is not None:
-        raise ConfigError("HRNet: give either 'arch' or 'width', not both")
+        raise hrnet_error("width", "give either 'arch' or '{key}', not both (--set model.backbone.arch=null "
+                                   "to use a width)")
     if width is not None:
-        if not isinstance(width, int) or width <= 0:
-            raise ConfigError(f"HRNet: 'width' must be a positive integer, got {width!r}")
-        stages = _standard(width)
-    elif arch is not None:
+        if not _positive_int(width):
+            raise hrnet_error("width", f"{{key}} must be a positive integer, got {width!r}")
+        return _standard(width)
+    if arch is not None:
         if arch not in ARCH_PRESETS:
-            raise ConfigError(f"HRNet: unknown arch {arch!r}; presets: {', '.join(ARCH_PRESETS)}")
-        stages = copy.deepcopy(ARCH_PRESETS[arch])
-    else:
-        stages = {}
-    for name in ("stage1", "stage2", "stage3", "stage4"):
+            raise hrnet_error("arch", f"unknown {{key}} {arch!r}; presets: {', '.join(ARCH_PRESETS)}")
+        return copy.deepcopy(ARCH_PRESETS[arch])
+    return {}
+
+
+def resolve_arch(arch: Optional[str], width: Optional[int], overrides: dict[str, Optional[dict]],
+                 num_stages: int = 4) -> dict[str, dict[str, Any]]:
+    """Merge a preset (``arch`` or ``width``) with explicit per-stage settings, key by key.
+
+    Explicit settings win (``stage3: {num_modules: 2}`` on top of ``arch: w32`` changes only the
+    module count). Only the first ``num_stages`` stages are returned; settings of an unused stage
+    4 are checked for unknown keys but otherwise not used.
+    """
+    preset = _preset(arch, width)
+    stages: dict[str, dict[str, Any]] = {}
+    for s, name in enumerate(STAGE_NAMES, start=1):
         given = overrides.get(name) or {}
-        unknown = set(given) - _STAGE_KEYS
+        if not isinstance(given, dict):
+            raise hrnet_error(name, f"{{key}} must be a mapping of {sorted(_STAGE_KEYS)}, got {given!r}")
+        given = {str(k).lower(): v for k, v in given.items()}
+        unknown = sorted(set(given) - _STAGE_KEYS)
         if unknown:
-            raise ConfigError(f"HRNet: unknown key(s) {sorted(unknown)} in {name}; "
-                              f"allowed: {sorted(_STAGE_KEYS)}")
-        merged = {**stages.get(name, {}), **{k.lower(): v for k, v in given.items()}}
+            close = difflib.get_close_matches(unknown[0], sorted(_STAGE_KEYS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise hrnet_error(f"{name}.{unknown[0]}", f"unknown key(s) {unknown} in {name} ({{key}}){hint}; "
+                                                      f"allowed: {sorted(_STAGE_KEYS)}")
+        if s > num_stages:
+            continue
+        merged = {**preset.get(name, {}), **given}
         if not merged:
-            raise ConfigError(f"HRNet: {name} is not set; give 'arch', 'width' or a {name} mapping")
+            raise hrnet_error(name, "{key} is not set; give 'arch', 'width' or a {key} mapping")
+        _check_stage(name, merged, s)
         stages[name] = merged
-    for name, st in stages.items():
-        if st.get("block") not in BLOCKS:
-            raise ConfigError(f"HRNet: {name}.block must be one of {list(BLOCKS)}, got {st.get('block')!r}")
-        if st.get("fuse_method", "SUM") != "SUM":
-            raise ConfigError(f"HRNet: {name}.fuse_method {st['fuse_method']!r} is not supported (SUM only)")
-        if name != "stage1":
-            n = len(st["num_channels"])
-            if len(st["num_blocks"]) != n or st.get("num_branches", n) != n:
-                raise ConfigError(f"HRNet: {name} has {n} channel entries but num_blocks "
-                                  f"{st['num_blocks']} / num_branches {st.get('num_branches')}")
     return stages
+
+
+def resolve_multiscale_output(aggregation: Optional[str], multiscale_output: Optional[bool]) -> bool:
+    """Whether the last module outputs every branch: what ``aggregation`` needs, or as given.
+
+    ``v1`` needs only the highest-resolution output (the official pose layout, whose last module
+    has fuse row 0 only); ``v2`` needs all of them; without ``aggregation`` the default is all.
+    """
+    if aggregation is not None and (not isinstance(aggregation, str) or aggregation not in AGGREGATIONS):
+        choices = "; ".join(f"{k}: {v}" for k, v in AGGREGATIONS.items())
+        raise hrnet_error("aggregation", f"{{key}} must be v1, v2 or null, got {aggregation!r} ({choices})")
+    needed = {None: None, "v1": False, "v2": True}[aggregation]
+    if multiscale_output is None:
+        return True if needed is None else needed
+    if needed is not None and multiscale_output != needed:
+        raise hrnet_error("multiscale_output",
+                          f"{{key}}={str(multiscale_output).lower()} contradicts aggregation {aggregation} "
+                          f"({AGGREGATIONS[aggregation]}); remove {{key}} (it follows aggregation) or set "
+                          f"it to {str(needed).lower()}")
+    return multiscale_output
+
+
+def concat_branches(feats: list[torch.Tensor], align_corners: bool) -> torch.Tensor:
+    """HRNetV2 aggregation: branches 2.. upsampled bilinearly to branch 1, concatenated on channels."""
+    if len(feats) == 1:
+        return feats[0]
+    size = feats[0].shape[-2:]
+    ups = [feats[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=align_corners)
+                        for f in feats[1:]]
+    return torch.cat(ups, 1)
 
 
 @BACKBONES.register_module()
@@ -237,27 +333,41 @@ class HRNet(nn.Module):
     Args:
         arch: preset name (``w18``, ``w32``, ``w48``, ``w18_small_v1``, ``w18_small_v2``).
         width: standard layout with branch widths ``[w, 2w, 4w, 8w]`` (alternative to ``arch``).
-        stage1..stage4: per-stage settings overriding the preset (``block``, ``num_blocks``,
-            ``num_channels``, ``num_modules``).
-        upsample_mode: ``nearest`` (official pose) or ``bilinear`` (official segmentation).
-        align_corners: used by bilinear upsampling.
-        multiscale_output: if False the last module keeps only the highest-resolution output
-            (official pose); if True all branches are returned (HRNetV2).
+        stage1..stage4: per-stage settings merged key by key over the preset (``block``,
+            ``num_blocks``, ``num_channels``, ``num_modules``).
+        num_stages: 4 (official) or 3: the network ends after stage 3 with three branches.
+        aggregation: what the heads see: ``v1`` the highest-resolution branch, ``v2`` all branches
+            upsampled (bilinear, ``align_corners``) and concatenated; ``None``: the list of
+            branches of the last module, each head takes what it needs.
+        upsample_mode: fusion upsampling, ``nearest`` (official pose) or ``bilinear`` (official
+            segmentation).
+        align_corners: used by bilinear upsampling (fusion and the v2 concatenation).
+        multiscale_output: whether the last module outputs all branches (True) or only the highest
+            resolution one (False, official pose). Follows ``aggregation`` when not given
+            (v1: False, v2: True, none: True); a contradicting value is an error.
         bn_momentum: BatchNorm momentum (0.1 pose, 0.01 segmentation in the official code).
 
-    ``forward`` returns the list of branch features, highest resolution first (stride 4).
+    ``forward`` returns a list of features, highest resolution first (stride 4); ``out_channels``
+    gives the channels of each (heads get it as ``in_channels``).
     """
 
     def __init__(self, arch: Optional[str] = None, width: Optional[int] = None,
                  stage1: Optional[dict] = None, stage2: Optional[dict] = None,
                  stage3: Optional[dict] = None, stage4: Optional[dict] = None,
+                 num_stages: int = 4, aggregation: Optional[str] = None,
                  upsample_mode: str = "nearest", align_corners: bool = False,
-                 multiscale_output: bool = True, bn_momentum: float = 0.1, in_channels: int = 3):
+                 multiscale_output: Optional[bool] = None, bn_momentum: float = 0.1, in_channels: int = 3):
         super().__init__()
-        if upsample_mode not in ("nearest", "bilinear", "bicubic"):
-            raise ConfigError(f"HRNet: upsample_mode must be nearest, bilinear or bicubic, got {upsample_mode!r}")
-        stages = resolve_arch(arch, width, dict(stage1=stage1, stage2=stage2, stage3=stage3, stage4=stage4))
-        self.arch = stages
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise hrnet_error("upsample_mode", f"{{key}} must be one of {', '.join(UPSAMPLE_MODES)}, "
+                                               f"got {upsample_mode!r}")
+        if not _positive_int(num_stages) or num_stages not in NUM_STAGES:
+            raise hrnet_error("num_stages", f"{{key}} must be 3 or 4, got {num_stages!r} (3 ends the network "
+                                            "after stage 3 with three branches)")
+        multiscale = resolve_multiscale_output(aggregation, multiscale_output)
+        self.arch = resolve_arch(arch, width, dict(stage1=stage1, stage2=stage2, stage3=stage3,
+                                                   stage4=stage4), num_stages)
+        self.num_stages, self.aggregation, self.align_corners = num_stages, aggregation, align_corners
         m = bn_momentum
         self.conv1 = nn.Conv2d(in_channels, 64, 3, 2, 1, bias=False)
         self.bn1 = _bn(64, m)
@@ -265,28 +375,33 @@ class HRNet(nn.Module):
         self.bn2 = _bn(64, m)
         self.relu = nn.ReLU(inplace=True)
 
-        s1 = stages["stage1"]
+        s1 = self.arch["stage1"]
         block1 = BLOCKS[s1["block"]]
         self.layer1 = make_blocks(block1, 64, s1["num_channels"], s1["num_blocks"], m)
         channels = [s1["num_channels"] * block1.expansion]
-
-        for s in (2, 3, 4):
-            cfg = stages[f"stage{s}"]
-            block = BLOCKS[cfg["block"]]
-            target = [c * block.expansion for c in cfg["num_channels"]]
+        for s in range(2, num_stages + 1):
+            cfg = self.arch[f"stage{s}"]
+            target = [c * BLOCKS[cfg["block"]].expansion for c in cfg["num_channels"]]
             setattr(self, f"transition{s - 1}", self._transition(channels, target, m))
-            modules = []
-            for k in range(cfg["num_modules"]):
-                last = s == 4 and k == cfg["num_modules"] - 1
-                module = HighResolutionModule(
-                    block, cfg["num_blocks"], target, cfg["num_channels"],
-                    multiscale_output=multiscale_output or not last,
-                    upsample_mode=upsample_mode, align_corners=align_corners, bn_momentum=m)
-                modules.append(module)
-                target = module.out_channels
-            setattr(self, f"stage{s}", nn.Sequential(*modules))
-            channels = target
-        self.out_channels: list[int] = channels
+            stage, channels = self._stage(cfg, target, multiscale or s < num_stages,
+                                          upsample_mode, align_corners, m)
+            setattr(self, f"stage{s}", stage)
+        self.branch_channels: list[int] = target    # every branch of the last stage
+        self.out_channels: list[int] = {"v1": channels[:1], "v2": [sum(channels)]}.get(aggregation, channels)
+
+    @staticmethod
+    def _stage(cfg: dict[str, Any], in_channels: list[int], multiscale_output: bool, upsample_mode: str,
+               align_corners: bool, m: float) -> tuple[nn.Sequential, list[int]]:
+        """``num_modules`` HighResolutionModules; ``multiscale_output`` applies to the last one."""
+        block, modules, channels = BLOCKS[cfg["block"]], [], in_channels
+        for k in range(cfg["num_modules"]):
+            module = HighResolutionModule(
+                block, cfg["num_blocks"], channels, cfg["num_channels"],
+                multiscale_output=multiscale_output or k < cfg["num_modules"] - 1,
+                upsample_mode=upsample_mode, align_corners=align_corners, bn_momentum=m)
+            modules.append(module)
+            channels = module.out_channels
+        return nn.Sequential(*modules), channels
 
     @staticmethod
     def _transition(prev: list[int], cur: list[int], m: float) -> nn.ModuleList:
@@ -307,11 +422,15 @@ class HRNet(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         xs = [self.layer1(x)]
-        for s in (2, 3, 4):
+        for s in range(2, self.num_stages + 1):
             transition = getattr(self, f"transition{s - 1}")
             xs = [
                 (t(xs[i] if i < len(xs) else xs[-1]) if t is not None else xs[i])
                 for i, t in enumerate(transition)
             ]
             xs = getattr(self, f"stage{s}")(xs)
+        if self.aggregation == "v1":
+            return xs[:1]
+        if self.aggregation == "v2":
+            return [concat_branches(xs, self.align_corners)]
         return xs

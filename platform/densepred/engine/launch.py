@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,7 +225,10 @@ def open_run_folder(plan: LaunchPlan, changes: list) -> RunLog:
     return log
 
 
-def build_trainer(plan: LaunchPlan, cpus: int) -> Any:
+def build_trainer(plan: LaunchPlan, cpus: int, callbacks: Optional[list] = None,
+                  extra: Optional[dict] = None) -> Any:
+    """The TorchTrainer of a planned run; ``callbacks`` go to Ray Train (e.g. Tune's report
+    callback), ``extra`` to the workers' loop config (e.g. ``t_start`` to measure start-up)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -232,7 +236,7 @@ def build_trainer(plan: LaunchPlan, cpus: int) -> Any:
     return TorchTrainer(
         train_worker,
         train_loop_config={"cfg": plan.cfg, "threads": cpus, "fit_id": uuid.uuid4().hex,
-                           "max_failures": settings.max_failures},
+                           "max_failures": settings.max_failures, **(extra or {})},
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(
@@ -242,7 +246,7 @@ def build_trainer(plan: LaunchPlan, cpus: int) -> Any:
             checkpoint_config=CheckpointConfig(num_to_keep=max(1, plan.train_settings.keep_checkpoints)),
             # Ray's INFO lines (e.g. its advice to delete a run folder that the platform resumes
             # on purpose) contradict the platform's own messages; warnings and errors still show.
-            logging_config=LoggingConfig(log_level="WARNING"),
+            logging_config=LoggingConfig(log_level="WARNING"), callbacks=callbacks,
             failure_config=FailureConfig(max_failures=settings.max_failures,
                                          controller_failure_limit=settings.max_failures)),
     )
@@ -258,6 +262,7 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
     ``ray.max_failures`` times from the newest checkpoint (errors that would repeat are not
     retried). Ctrl-C stops the workers and leaves the run resumable.
     """
+    t_start = time.time()
     plan, changes = plan_run(cfg, workers, use_gpu, address, resume, storage, allow_changes)
     cpus = start_ray(plan)
     log = open_run_folder(plan, changes)
@@ -267,7 +272,7 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
             + (f"{ts.iters} iterations" if ts.iters else f"{ts.epochs} epoch(s)")
             + f", up to {plan.settings.max_failures} worker-group restart(s)")
     try:
-        result = fit_interruptibly(build_trainer(plan, cpus))
+        result = fit_interruptibly(build_trainer(plan, cpus, extra={"t_start": t_start}))
     except KeyboardInterrupt:
         log.say(f"[train] interrupted: stopping the workers. Finished epochs are kept in {plan.run_dir}; "
                 f"continue with: {plan.command}")

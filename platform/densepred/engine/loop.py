@@ -56,6 +56,7 @@ class TrainSettings:
     base_batch_size: Optional[int] = setting(None, ge=1)  # total batch size optimizer.lr was tuned for
     nonfinite_loss: str = setting("stop", choices=NONFINITE)  # stop | skip (skip the batch and count it)
     max_fault_fraction: float = setting(0.01, ge=0, le=1)  # more skipped samples (or batches) per epoch: error
+    report_cost: bool = False        # report params, GFLOPs and batch-1 latency with every epoch (sweeps)
 
     def __post_init__(self) -> None:
         if self.lr_scaling != "none" and not self.base_batch_size:
@@ -238,8 +239,16 @@ def _train_worker(config: dict) -> None:
         model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model)
     core = model.module if hasattr(model, "module") else model
+    cost: dict[str, float] = {}
+    if settings.report_cost and rank == 0:
+        from ..cost import model_cost
+        cost = model_cost(core, task.cost_input_size(), device)
+        log.say(f"[cost] {cost['params']:,} parameters, {cost['gflops']:.3g} GFLOPs, "
+                f"{cost['latency_ms']:.3g} ms batch-1 latency on {device.type}")
 
     dataset = task.build_dataset("train")
+    if getattr(dataset, "index_source", None):
+        log.say(f"[data] annotation index {dataset.index_source} in {dataset.index_seconds:.2f} s")
     batch_size = int(getattr(task.data, "batch_size", 32))
     if world > 1:
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
@@ -309,6 +318,7 @@ def _train_worker(config: dict) -> None:
     eval_interval = int(getattr(getattr(task, "eval_cfg", None), "interval", 1) or 1)
     total_epochs = settings.epochs
     t_run = time.time()
+    startup_s: Optional[float] = None  # from the launch (driver or sweep trial) to the first training step
     try:
         for epoch in range(start_epoch, total_epochs):
             if hasattr(sampler, "set_epoch"):
@@ -321,6 +331,9 @@ def _train_worker(config: dict) -> None:
             loss_sum, n_seen, faults, skipped = 0.0, 0, [], 0
             optimizer.zero_grad(set_to_none=True)
             for it, batch in enumerate(loader):
+                if startup_s is None and config.get("t_start"):
+                    startup_s = time.time() - float(config["t_start"])
+                    log.say(f"[train] first training step {startup_s:.1f} s after the launch")
                 faults += [f for f in batch.get("fault", []) if f]
                 images = batch["image"].to(device, non_blocking=True)
                 if settings.channels_last:
@@ -392,7 +405,8 @@ def _train_worker(config: dict) -> None:
             seen_total = sum(gather_lists([n_seen + skipped * batch_size], world))
             faults_total += len(all_faults)
             skipped_total += skipped
-            metrics: dict[str, Any] = {"epoch": epoch + 1, "loss": loss_sum / max(1, n_seen),
+            metrics: dict[str, Any] = {**cost, "startup_s": startup_s, "epoch": epoch + 1,
+                                       "loss": loss_sum / max(1, n_seen),
                                        "lr": optimizer.param_groups[0]["lr"], "faults": len(all_faults),
                                        "faults_total": faults_total, "skipped_batches": skipped,
                                        "epoch_time_s": time.time() - t0}

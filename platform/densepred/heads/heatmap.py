@@ -9,10 +9,14 @@ from ..registry import HEADS
 
 @HEADS.register_module()
 class HeatmapHead(nn.Module):
-    """``final_layer``: a conv on the highest-resolution branch giving one heatmap per keypoint.
+    """``final_layer``: a conv on the first (highest-resolution) feature giving one heatmap per keypoint.
+
+    What that feature is follows the backbone's ``aggregation``: the high-resolution branch (v1, the
+    official pose model) or all branches upsampled and concatenated (v2). Its channel count comes
+    from the backbone's ``out_channels``, so any width, stage count and aggregation fit.
 
     Args:
-        in_channels: channels of the highest-resolution branch (filled in from the backbone).
+        in_channels: channels of the features the head receives (filled in from the backbone).
         num_keypoints: heatmaps produced (17 for COCO).
         kernel_size: 1 (official) or 3.
     """

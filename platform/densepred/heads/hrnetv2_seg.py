@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..backbones.hrnet import concat_branches
 from ..registry import HEADS
 
 
@@ -12,8 +12,12 @@ from ..registry import HEADS
 class HRNetV2SegHead(nn.Module):
     """Official ``last_layer``: 1x1 conv + BN + ReLU + 1x1 conv to classes.
 
-    Branches 2-4 are upsampled bilinearly to branch 1 before the concat; the output logits stay at
-    1/4 of the input resolution (upsampling to label size belongs to the task).
+    Given several branches (backbone ``aggregation`` unset), branches 2.. are upsampled bilinearly
+    (``align_corners``) to branch 1 and concatenated first, as in the official model. Given one
+    feature (backbone ``aggregation: v2``, which concatenates the same way with the backbone's
+    ``align_corners``, or ``v1``), it classifies that feature. The output logits stay at 1/4 of the
+    input resolution (upsampling to label size belongs to the task). Channels come from the
+    backbone's ``out_channels``.
     """
 
     def __init__(self, in_channels: list[int], num_classes: int = 19, align_corners: bool = False,
@@ -29,9 +33,4 @@ class HRNetV2SegHead(nn.Module):
         )
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        size = feats[0].shape[-2:]
-        ups = [feats[0]] + [
-            F.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners)
-            for f in feats[1:]
-        ]
-        return self.last_layer(torch.cat(ups, 1))
+        return self.last_layer(concat_branches(feats, self.align_corners))

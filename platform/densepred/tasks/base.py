@@ -19,6 +19,8 @@ class Task:
     #: name of the metric used to pick the best checkpoint, and whether larger is better
     primary_metric: str = "score"
     greater_is_better: bool = True
+    #: every metric the task's evaluation reports (sweeps may optimise any of them)
+    metric_names: tuple[str, ...] = ()
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg
@@ -50,6 +52,11 @@ class Task:
         if root and not Path(root).is_dir():
             raise DataError(f"data_root {root} does not exist; set data_root (--set data_root=...) "
                             "or make the demo sets with `platform data demo`")
+
+    def cost_input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of one network input, the size at which a model's cost (GFLOPs, latency) is
+        measured (see ``densepred.cost``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define cost_input_size()")
 
     def build_dataset(self, split: str) -> Dataset:
         """``split`` is ``train`` (augmented) or ``val``."""

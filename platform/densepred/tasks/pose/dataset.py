@@ -7,11 +7,28 @@ Layout under ``data_root`` (the official one)::
 
 Validation boxes come from ground truth or from a person detection results file
 (``bbox_file``, COCO results format) filtered by ``det_score_thr``.
+
+Annotation index cache: parsing and checking a COCO annotation file (the train2017 one is
+~250 MB of JSON) takes far longer than the training step that follows it, and every sweep trial
+and every ``platform train`` would repeat it. The person records built from the files are
+therefore kept in ``<cache>/index/<key>.npz`` (plain arrays, read with ``allow_pickle=False``),
+where the key is the SHA-256 of the annotation file's bytes, of the detection file's bytes and
+``det_score_thr`` for detected boxes, the crop aspect ratio and this loader's code. A changed
+file therefore never meets a stale index; a cache file that cannot be read is ignored and
+rebuilt. ``<cache>`` is ``$DENSEPRED_CACHE`` if set (``off`` disables the cache), else
+``$XDG_CACHE_HOME/densepred`` or ``~/.cache/densepred``. The first parse of a file still checks
+all of it and reports every fault as before; pycocotools' ``COCO`` is built only when asked for
+(``dataset.coco``).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import logging
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ...atomicfile import write_atomic
 from ...epoch import EpochAware
 from ...errors import DataError
 from ...imageio import read_rgb
@@ -179,6 +197,120 @@ def load_detected_persons(coco: Any, bbox_file: Path, image_dir: Path, aspect_ra
     return records
 
 
+# --------------------------------------------------------------------------------------------
+# Annotation index cache
+# --------------------------------------------------------------------------------------------
+INDEX_FORMAT = 1  # layout of the .npz files; the key also covers the loader's source code
+_log = logging.getLogger(__name__)
+
+
+def index_cache_dir() -> Optional[Path]:
+    """Folder of the prepared annotation indexes, or None when ``DENSEPRED_CACHE=off``."""
+    env = os.environ.get("DENSEPRED_CACHE", "").strip()
+    if env.lower() in ("off", "0", "none", "false", "no"):
+        return None
+    if env:
+        return Path(env).expanduser() / "index"
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".cache") / "densepred" / "index"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _loader_code_hash() -> str:
+    """Hash of the modules that turn annotations into records: editing them invalidates indexes."""
+    from . import coco_meta, geometry
+
+    h = hashlib.sha256()
+    for mod_file in (__file__, geometry.__file__, coco_meta.__file__):
+        h.update(Path(mod_file).read_bytes())
+    return h.hexdigest()
+
+
+def index_key(ann_sha: str, aspect_ratio: float, num_keypoints: int,
+              det_sha: Optional[str] = None, det_score_thr: Optional[float] = None) -> dict:
+    """Everything the records depend on (the image folder is not: file names are kept relative)."""
+    key = {"format": INDEX_FORMAT, "code": _loader_code_hash(), "annotations": ann_sha,
+           "aspect_ratio": float(aspect_ratio).hex(), "num_keypoints": int(num_keypoints), "boxes": "gt"}
+    if det_sha is not None:
+        key.update(boxes="detections", detections=det_sha, det_score_thr=float(det_score_thr).hex())
+    return key
+
+
+def index_path(cache_dir: Path, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:40]
+    return cache_dir / f"{digest}.npz"
+
+
+def save_index(path: Path, key: dict, records: list[PersonRecord], image_dir: Path) -> bool:
+    """Write ``records`` (atomically) to ``path``; False when they do not fit the format."""
+    if not records or not all(type(r.image_id) is int and -2**63 <= r.image_id < 2**63 for r in records):
+        return False  # non-integer image ids are legal in a COCO file, just not cached
+    prefix = str(image_dir) + os.sep
+    names, index, seen = [], [], {}
+    for r in records:
+        name = r.image_file[len(prefix):] if r.image_file.startswith(prefix) else r.image_file
+        if str(image_dir / name) != r.image_file:
+            return False
+        if name not in seen:
+            seen[name] = len(names)
+            names.append(name)
+        index.append(seen[name])
+    arrays = {
+        "key": np.array(json.dumps(key, sort_keys=True)),
+        "image_id": np.array([r.image_id for r in records], np.int64),
+        "file_names": np.array(names, dtype=str),
+        "file_index": np.array(index, np.int64),
+        "center": np.stack([r.center for r in records]),
+        "scale": np.stack([r.scale for r in records]),
+        "joints": np.stack([r.joints for r in records]),
+        "joints_vis": np.stack([r.joints_vis for r in records]),
+        "score": np.array([r.score for r in records], np.float64),
+        "area": np.array([r.area for r in records], np.float64),
+    }
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+
+    write_atomic(path, write)
+    return True
+
+
+def load_index(path: Path, key: dict, image_dir: Path) -> list[PersonRecord]:
+    """The records stored by ``save_index``; raises (ValueError, OSError, ...) if the file is
+    damaged or was written for another key."""
+    with np.load(path, allow_pickle=False) as z:
+        if json.loads(str(z["key"][()])) != key:
+            raise ValueError("written for other files or settings")
+        a = {name: z[name] for name in ("image_id", "file_names", "file_index", "center", "scale",
+                                         "joints", "joints_vis", "score", "area")}
+    n = len(a["image_id"])
+    k = key["num_keypoints"]
+    shapes = {"file_index": (n,), "center": (n, 2), "scale": (n, 2), "joints": (n, k, 3),
+              "joints_vis": (n, k, 3), "score": (n,), "area": (n,)}
+    for name, shape in shapes.items():
+        if a[name].shape != shape:
+            raise ValueError(f"array {name} has shape {a[name].shape}, expected {shape}")
+    if n == 0 or a["file_index"].min() < 0 or a["file_index"].max() >= len(a["file_names"]):
+        raise ValueError("inconsistent file index")
+    files = [str(image_dir / name) for name in a["file_names"].tolist()]
+    ids, fidx = a["image_id"].tolist(), a["file_index"].tolist()
+    scores, areas = a["score"].tolist(), a["area"].tolist()
+    center, scale, joints, vis = a["center"], a["scale"], a["joints"], a["joints_vis"]
+    return [PersonRecord(ids[i], files[fidx[i]], center[i], scale[i], joints[i], vis[i], scores[i], areas[i])
+            for i in range(n)]
+
+
 @dataclass
 class FaultLog:
     """Per-sample faults (missing/corrupt images) seen by a dataset; reported, never fatal in training."""
@@ -205,11 +337,7 @@ class CocoPoseDataset(EpochAware, Dataset):
         self.ann_file = Path(ann_file) if ann_file else root / "annotations" / f"person_keypoints_{split}.json"
         if not self.ann_file.is_absolute() and not self.ann_file.exists():
             self.ann_file = root / self.ann_file
-        self.coco = load_coco_gt(self.ann_file)
-        if not self.coco.imgs:
-            raise DataError(f"{self.ann_file}: the annotation file lists no images")
-        check_images(self.coco, self.ann_file)
-        self.image_dir = resolve_image_dir(root, split)
+        self.split = split
         self.codec = codec
         self.input_size = tuple(codec.input_size)
         self.aspect_ratio = self.input_size[0] / self.input_size[1]
@@ -217,15 +345,88 @@ class CocoPoseDataset(EpochAware, Dataset):
         self.augment_cfg = augment_cfg or AugmentConfig()
         self._init_epoch(seed)
         self.strict_images = strict_images
+        self.bbox_file: Optional[Path] = None
         if bbox_file and not train:
             bf = Path(bbox_file)
             if not bf.is_absolute() and not bf.exists():
                 bf = root / bf
-            self.records = load_detected_persons(self.coco, bf, self.image_dir, self.aspect_ratio, det_score_thr)
+            self.bbox_file = bf
+        self.det_score_thr = float(det_score_thr)
+        self._coco: Any = None
+        #: where the records came from: "parsed" (the annotation files) or "cache" (a prepared
+        #: index, ``index_file``); ``index_seconds`` is how long getting them took
+        self.index_source, self.index_file, self.index_seconds = "parsed", None, 0.0
+        t0 = time.perf_counter()
+        key, self.index_file = self._index_key()
+        self.records = self._cached_records(root, key) if key is not None else None
+        if self.records is None:
+            self.records = self._parse_records(root, key)
+        self.index_seconds = time.perf_counter() - t0
+
+    @property
+    def coco(self) -> Any:
+        """The ground truth as a pycocotools ``COCO`` (parsed on first use; training never needs it)."""
+        if self._coco is None:
+            self._coco = load_coco_gt(self.ann_file)
+        return self._coco
+
+    def _index_key(self) -> tuple[Optional[dict], Optional[Path]]:
+        """The cache key of this dataset's records and its file, or (None, None) when the cache is
+        off or a file cannot be hashed (the parse then reports what is wrong with it)."""
+        cache_dir = index_cache_dir()
+        if cache_dir is None or not self.ann_file.is_file():
+            return None, None
+        if self.bbox_file is not None and not self.bbox_file.is_file():
+            return None, None
+        try:
+            det = (file_sha256(self.bbox_file), self.det_score_thr) if self.bbox_file is not None else (None, None)
+            key = index_key(file_sha256(self.ann_file), self.aspect_ratio, NUM_KEYPOINTS, *det)
+        except OSError:
+            return None, None
+        return key, index_path(cache_dir, key)
+
+    def _cached_records(self, root: Path, key: dict) -> Optional[list[PersonRecord]]:
+        if not self.index_file.is_file():
+            return None
+        image_dir = resolve_image_dir(root, self.split)
+        try:
+            records = load_index(self.index_file, key, image_dir)
+        except Exception as e:  # noqa: BLE001  (a cache: any damage means "rebuild it")
+            _log.warning("ignoring the annotation index cache %s (%s: %s); rebuilding it",
+                         self.index_file, type(e).__name__, e)
+            return None
+        self.image_dir = image_dir
+        self.index_source = "cache"
+        return records
+
+    def _parse_records(self, root: Path, key: Optional[dict]) -> list[PersonRecord]:
+        """Read, check and index the annotation (and detection) files; store the result in the cache."""
+        coco = load_coco_gt(self.ann_file)
+        if not coco.imgs:
+            raise DataError(f"{self.ann_file}: the annotation file lists no images")
+        check_images(coco, self.ann_file)
+        self.image_dir = resolve_image_dir(root, self.split)
+        if self.bbox_file is not None:
+            records = load_detected_persons(coco, self.bbox_file, self.image_dir, self.aspect_ratio,
+                                            self.det_score_thr)
         else:
-            self.records = load_gt_persons(self.coco, self.ann_file, self.image_dir, self.aspect_ratio)
-        if not self.records:
-            raise DataError(f"{self.ann_file}: no usable person samples for split '{split}'")
+            records = load_gt_persons(coco, self.ann_file, self.image_dir, self.aspect_ratio)
+        if not records:
+            raise DataError(f"{self.ann_file}: no usable person samples for split '{self.split}'")
+        if key is not None and self._unchanged(key):
+            try:
+                save_index(self.index_file, key, records, self.image_dir)
+            except OSError as e:  # a read-only or full disk costs speed, never the run
+                _log.warning("cannot write the annotation index cache %s: %s", self.index_file, e)
+        return records
+
+    def _unchanged(self, key: dict) -> bool:
+        """The files still have the hashed content (not rewritten while they were parsed)."""
+        try:
+            return (file_sha256(self.ann_file) == key["annotations"]
+                    and (self.bbox_file is None or file_sha256(self.bbox_file) == key["detections"]))
+        except OSError:
+            return False
 
     def __len__(self) -> int:
         return len(self.records)

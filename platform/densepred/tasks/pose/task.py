@@ -18,7 +18,7 @@ from .codec import HeatmapCodec
 from .coco_meta import FLIP_PAIRS, PIXEL_STD
 from ...imageio import loader_worker_init
 from .dataset import CocoPoseDataset, resolve_image_dir
-from .evaluation import CocoKeypointMetric, evaluate_keypoints, format_table, load_results
+from .evaluation import STAT_NAMES, CocoKeypointMetric, evaluate_keypoints, format_table, load_results
 from .geometry import flip_back
 from .transforms import AugmentConfig
 
@@ -75,6 +75,7 @@ HEATMAP_STRIDE = 4  # input pixels per heatmap pixel for every pose head (HRNet 
 @TASKS.register_module()
 class PoseTask(Task):
     primary_metric = "AP"
+    metric_names = STAT_NAMES
 
     def validate(self) -> None:
         cfg = self.cfg
@@ -104,6 +105,11 @@ class PoseTask(Task):
                    else f" and make data.input_size a multiple of {HEATMAP_STRIDE}"))
 
     # ------------------------------------------------------------------ data
+    def cost_input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the person crop (``data.input_size`` is [W, H])."""
+        w, h = self.codec.input_size
+        return int(h), int(w)
+
     @property
     def data_root(self) -> str:
         return self.cfg.get("data_root") or "data/coco"

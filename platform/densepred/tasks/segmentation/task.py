@@ -104,6 +104,7 @@ class SegInference:
 @TASKS.register_module()
 class SegmentationTask(Task):
     primary_metric = "mIoU"
+    metric_names = ("mIoU", "aAcc") + tuple(f"IoU.{name}" for name in CLASS_NAMES)
 
     def validate(self) -> None:
         cfg = self.cfg
@@ -113,6 +114,11 @@ class SegmentationTask(Task):
         self.augment = parse_section(cfg, "data.augment", SegAugment)
         task = self.task_section()
         self.criterion = build(LOSSES, task.get("loss") or {"type": "SegCrossEntropy"}, "task.loss")
+
+    def cost_input_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the training crop (``data.augment.crop_size`` is [W, H])."""
+        w, h = self.augment.crop_size
+        return int(h), int(w)
 
     @property
     def data_root(self) -> str:
