@@ -37,6 +37,24 @@ TINY_POSE_MODEL = {
 }
 
 
+@pytest.fixture
+def no_ray(monkeypatch):
+    """`platform train` must fail before Ray starts; if a check regresses, fail instead of training.
+    Also puts back the signal handlers `platform train` installs in this process."""
+    import signal
+
+    import densepred.engine.launch as launch
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("Ray was about to start: the bad input was not caught before training")
+
+    monkeypatch.setattr(launch, "ensure_ray", refuse)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray instance shared by every test that trains (ray.init costs seconds)."""

@@ -60,24 +60,6 @@ def seg_copy(seg_root, tmp_path):
     return Path(shutil.copytree(seg_root, tmp_path / "cityscapes"))
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """`platform train` must fail before Ray starts; if a check regresses, fail instead of training.
-    Also puts back the signal handlers `platform train` installs in this process."""
-    import signal
-
-    import densepred.engine.launch as launch
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("Ray was about to start: the bad input was not caught before training")
-
-    monkeypatch.setattr(launch, "ensure_ray", refuse)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
-
-
 def _pose_task(root, *overrides):
     return build_task(load_config(POSE_TASK, [f"data_root={root}", *overrides]))
 

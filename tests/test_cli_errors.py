@@ -424,22 +424,6 @@ def ctx(shared, tmp_path) -> dict:
     return {**shared, "tmp": tmp_path, "work": work}
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """`platform train` must fail before Ray starts; if a check regresses, fail instead of training.
-    Also puts back the signal handlers `platform train` installs in this process."""
-    import densepred.engine.launch as launch
-
-    def refuse(*_args, **_kwargs):
-        raise AssertionError("Ray was about to start: the bad input was not caught before training")
-
-    monkeypatch.setattr(launch, "ensure_ray", refuse)
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in handlers.items():
-        signal.signal(sig, handler)
-
-
 def fill(text: str, ctx: dict) -> str:
     return Template(text).substitute({k: str(v) for k, v in ctx.items()})
 

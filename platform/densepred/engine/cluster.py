@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 from ..errors import PlatformError
 

@@ -12,9 +12,9 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -202,7 +202,96 @@ def train_worker(config: dict) -> None:
     ray.train.report({"stopped": reason})
 
 
+@dataclass
+class _Run:
+    """What the phases of one worker's run share, built once by ``_build_run``."""
+
+    config: dict
+    cfg: dict
+    settings: TrainSettings
+    rank: int
+    world: int
+    seed: int
+    run_dir: Path
+    log: RunLog
+    task: Task
+    device: torch.device
+    model: torch.nn.Module  # as prepared by Ray (DDP-wrapped with several workers)
+    core: torch.nn.Module   # the bare model
+    cost: dict[str, float]
+    dataset: Any
+    sampler: Any
+    loader: DataLoader
+    batch_size: int
+    batches_per_epoch: int
+    total_batch: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    by_iter: bool
+    autocast: Callable[[], Any]
+    scaler: Optional[torch.amp.GradScaler]
+    metrics_log: Optional[MetricsLog] = None
+
+
+@dataclass
+class _Progress:
+    """Counters carried from epoch to epoch (and restored from the resume point)."""
+
+    start_epoch: int = 0
+    best: Optional[float] = None
+    global_step: int = 0
+    faults_total: int = 0
+    skipped_total: int = 0
+    t_run: float = 0.0
+    startup_s: Optional[float] = None  # from the launch (driver or sweep trial) to the first training step
+
+
+@dataclass
+class _EpochStats:
+    """What one epoch's batch loop on this worker adds up."""
+
+    t0: float
+    loss_sum: float = 0.0
+    n_seen: int = 0
+    faults: list = field(default_factory=list)
+    skipped: int = 0
+
+
 def _train_worker(config: dict) -> None:
+    """Build the run, resume it, then train epoch after epoch until it finishes or is stopped."""
+    import ray.train
+
+    run = _build_run(config)
+    progress = _resume(run)
+    settings, log, rank, run_dir = run.settings, run.log, run.rank, run.run_dir
+    if progress.start_epoch >= settings.epochs:
+        log.say(f"[train] run {run.cfg['run_name']} already finished its {settings.epochs} epochs; "
+                "raise train.epochs to continue it or use --set run_name=NEW")
+        done = {"epoch": progress.start_epoch, "best": progress.best, "already_finished": True}
+        ray.train.report({k: v for k, v in done.items() if v is not None})
+        return
+    run.metrics_log = MetricsLog(run_dir) if rank == 0 else None
+    eval_interval = int(getattr(getattr(run.task, "eval_cfg", None), "interval", 1) or 1)
+    progress.t_run = time.time()
+    try:
+        for epoch in range(progress.start_epoch, settings.epochs):
+            stats = _train_epoch(run, progress, epoch)
+            if _end_epoch(run, progress, epoch, stats, eval_interval):
+                break
+    except StopRun as e:
+        # Ray returns only the metrics attached to checkpoints, so the reason goes to the run folder.
+        log.say(f"[train] stopped: {e}")
+        if rank == 0:
+            write_json_atomic(run_dir / STOPPED, {"epoch": epoch + 1, "reason": str(e)})
+        ray.train.report({"stopped": str(e), "epoch": epoch + 1})
+    finally:
+        if run.metrics_log is not None:
+            run.metrics_log.close()
+
+
+def _build_run(config: dict) -> _Run:
+    """Worker setup: settings, threads, seeds, logs, then the model, data loader, optimizer,
+    scheduler and precision, with the lines that describe them."""
     import ray.train
     import ray.train.torch
 
@@ -227,37 +316,8 @@ def _train_worker(config: dict) -> None:
 
     task: Task = build_task(cfg)
     device = ray.train.torch.get_device()
-    model = task.build_model()
-    if settings.load_from:
-        from ..checkpoint import load_checkpoint
-        report = load_checkpoint(model, settings.load_from, strict=False)
-        log.say(f"[init] {report.summary()}")
-    if settings.sync_bn and world > 1:
-        from .syncbn import convert_sync_batchnorm
-        model = convert_sync_batchnorm(model, device)
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(model)
-    core = model.module if hasattr(model, "module") else model
-    cost: dict[str, float] = {}
-    if settings.report_cost and rank == 0:
-        from ..cost import model_cost
-        cost = model_cost(core, task.cost_input_size(), device)
-        log.say(f"[cost] {cost['params']:,} parameters, {cost['gflops']:.3g} GFLOPs, "
-                f"{cost['latency_ms']:.3g} ms batch-1 latency on {device.type}")
-
-    dataset = task.build_dataset("train")
-    if getattr(dataset, "index_source", None):
-        log.say(f"[data] annotation index {dataset.index_source} in {dataset.index_seconds:.2f} s")
-    batch_size = int(getattr(task.data, "batch_size", 32))
-    if world > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
-                                     drop_last=True)
-    else:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=len(dataset) >= batch_size * world,
-                        num_workers=task.data.loader_workers, worker_init_fn=loader_worker_init,
-                        collate_fn=task.collate, persistent_workers=task.data.loader_workers > 0)
+    model, core, cost = _build_model(task, settings, device, rank, world, log)
+    dataset, sampler, loader, batch_size = _build_loader(task, seed, rank, world, log)
     batches_per_epoch = max(1, len(loader))
     accum = settings.accumulate
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
@@ -281,209 +341,303 @@ def _train_worker(config: dict) -> None:
     log.say(f"[train] {world} worker(s) on {device.type}, precision {precision}{note}, "
             f"{len(dataset)} training samples, total batch {total_batch} = {batch_size}/worker x {world} "
             f"worker(s) x {accum} accumulation step(s)"
-            + (f", sync BN" if settings.sync_bn and world > 1 else ""))
+            + (", sync BN" if settings.sync_bn and world > 1 else ""))
     if settings.lr_scaling != "none":
         log.say(f"[train] lr {base_lr:.3g} -> {optim_cfg['lr']:.3g} ({settings.lr_scaling} scaling from "
                 f"base batch {settings.base_batch_size} to {total_batch})")
+    return _Run(config=config, cfg=cfg, settings=settings, rank=rank, world=world, seed=seed, run_dir=run_dir,
+                log=log, task=task, device=device, model=model, core=core, cost=cost, dataset=dataset,
+                sampler=sampler, loader=loader, batch_size=batch_size, batches_per_epoch=batches_per_epoch,
+                total_batch=total_batch, optimizer=optimizer, scheduler=scheduler, by_iter=by_iter,
+                autocast=autocast, scaler=scaler)
 
-    start_epoch, best, global_step, faults_total, skipped_total = 0, None, 0, 0, 0
+
+def _build_model(task: Task, settings: TrainSettings, device: torch.device, rank: int, world: int,
+                 log: RunLog) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, float]]:
+    """The task's model with ``load_from`` weights, sync BN and channels-last, prepared by Ray;
+    returns (prepared model, bare model, cost report: empty unless ``report_cost``, on rank 0)."""
+    import ray.train.torch
+
+    model = task.build_model()
+    if settings.load_from:
+        from ..checkpoint import load_checkpoint
+        report = load_checkpoint(model, settings.load_from, strict=False)
+        log.say(f"[init] {report.summary()}")
+    if settings.sync_bn and world > 1:
+        from .syncbn import convert_sync_batchnorm
+        model = convert_sync_batchnorm(model, device)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model)
+    core = model.module if hasattr(model, "module") else model
+    cost: dict[str, float] = {}
+    if settings.report_cost and rank == 0:
+        from ..cost import model_cost
+        cost = model_cost(core, task.cost_input_size(), device)
+        log.say(f"[cost] {cost['params']:,} parameters, {cost['gflops']:.3g} GFLOPs, "
+                f"{cost['latency_ms']:.3g} ms batch-1 latency on {device.type}")
+    return model, core, cost
+
+
+def _build_loader(task: Task, seed: int, rank: int, world: int,
+                  log: RunLog) -> tuple[Any, Any, DataLoader, int]:
+    """The training dataset, its sampler (distributed with several workers), the data loader and the
+    per-worker batch size."""
+    dataset = task.build_dataset("train")
+    if getattr(dataset, "index_source", None):
+        log.say(f"[data] annotation index {dataset.index_source} in {dataset.index_seconds:.2f} s")
+    batch_size = int(getattr(task.data, "batch_size", 32))
+    if world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                     drop_last=True)
+    else:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=len(dataset) >= batch_size * world,
+                        num_workers=task.data.loader_workers, worker_init_fn=loader_worker_init,
+                        collate_fn=task.collate, persistent_workers=task.data.loader_workers > 0)
+    return dataset, sampler, loader, batch_size
+
+
+def _resume(run: _Run) -> _Progress:
+    """Load the resume point (Ray's checkpoint or the run folder's latest), if any, into the model,
+    optimizer, scheduler and scaler; returns the counters to continue from."""
+    import ray.train
+
+    progress = _Progress()
     ray_ckpt = ray.train.get_checkpoint()
     ray_dir = Path(ray_ckpt.path) if ray_ckpt is not None else None
-    if rank == 0:
-        note_unregistered(run_dir, ray_dir)
-    resume = find_resume_point(run_dir, ray_dir, warn=log.say)
+    if run.rank == 0:
+        note_unregistered(run.run_dir, ray_dir)
+    resume = find_resume_point(run.run_dir, ray_dir, warn=run.log.say)
     if resume is not None:
         state = resume.state
-        core.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        run.core.load_state_dict(state["state_dict"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if run.scaler is not None and state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
         meta = state["meta"]
-        start_epoch = int(meta["epoch"]) + 1
-        best = meta.get("best")
-        global_step = int(meta.get("global_step", 0))
-        faults_total = int(meta.get("faults_total", 0))
-        skipped_total = int(meta.get("skipped_batches_total", 0))
-        log.say(f"[resume] continuing after epoch {start_epoch} from {resume.path} ({resume.source}); "
-                f"best {task.primary_metric} so far: {best}")
+        progress.start_epoch = int(meta["epoch"]) + 1
+        progress.best = meta.get("best")
+        progress.global_step = int(meta.get("global_step", 0))
+        progress.faults_total = int(meta.get("faults_total", 0))
+        progress.skipped_total = int(meta.get("skipped_batches_total", 0))
+        run.log.say(f"[resume] continuing after epoch {progress.start_epoch} from {resume.path} ({resume.source}); "
+                    f"best {run.task.primary_metric} so far: {progress.best}")
+    return progress
 
-    if start_epoch >= settings.epochs:
-        log.say(f"[train] run {cfg['run_name']} already finished its {settings.epochs} epochs; "
-                "raise train.epochs to continue it or use --set run_name=NEW")
-        done = {"epoch": start_epoch, "best": best, "already_finished": True}
-        ray.train.report({k: v for k, v in done.items() if v is not None})
-        return
-    metrics_log = MetricsLog(run_dir) if rank == 0 else None
-    eval_interval = int(getattr(getattr(task, "eval_cfg", None), "interval", 1) or 1)
-    total_epochs = settings.epochs
-    t_run = time.time()
-    startup_s: Optional[float] = None  # from the launch (driver or sweep trial) to the first training step
+
+def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> _EpochStats:
+    """One pass over the loader: forward/backward per batch, an optimizer step every ``accumulate``
+    batches, progress lines; stops early at ``max_iters`` optimizer steps."""
+    settings, accum = run.settings, run.settings.accumulate
+    if hasattr(run.sampler, "set_epoch"):
+        run.sampler.set_epoch(epoch)
+    else:
+        run.sampler.generator.manual_seed(run.seed * 1000 + epoch)
+    run.dataset.set_epoch(epoch)
+    run.model.train()
+    stats = _EpochStats(t0=time.time())
+    run.optimizer.zero_grad(set_to_none=True)
+    for it, batch in enumerate(run.loader):
+        if progress.startup_s is None and run.config.get("t_start"):
+            progress.startup_s = time.time() - float(run.config["t_start"])
+            run.log.say(f"[train] first training step {progress.startup_s:.1f} s after the launch")
+        last = it + 1 == run.batches_per_epoch
+        step_now = (it + 1) % accum == 0 or last
+        bad = _forward_backward(run, progress, stats, batch, epoch, it, step_now)
+        if step_now and bad and run.world > 1 and accum > 1:
+            # The earlier batches of this step kept their gradients local (no_sync) and the
+            # batch that would have all-reduced them was skipped: drop the whole step on
+            # every worker rather than let the replicas drift apart.
+            run.optimizer.zero_grad(set_to_none=True)
+        elif step_now:
+            _optimizer_step(run)
+            progress.global_step += 1
+        if run.rank == 0 and ((it + 1) % settings.log_interval == 0 or last):
+            _log_progress(run, progress, stats, epoch, it)
+        if settings.max_iters and progress.global_step >= settings.max_iters and step_now:
+            break
+    if not run.by_iter:
+        run.scheduler.step()
+    return stats
+
+
+def _forward_backward(run: _Run, progress: _Progress, stats: _EpochStats, batch: dict, epoch: int, it: int,
+                      step_now: bool) -> bool:
+    """Loss and gradients of one batch, with the non-finite loss guard (decided by all workers
+    together); returns True when the batch was skipped for a non-finite loss."""
+    settings, world, device, model = run.settings, run.world, run.device, run.model
+    stats.faults += [f for f in batch.get("fault", []) if f]
+    images = batch["image"].to(device, non_blocking=True)
+    if settings.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+             for k, v in batch.items()}
+    # DDP all-reduces gradients only on the batch that completes an optimizer step.
+    sync = model.no_sync() if (world > 1 and not step_now and hasattr(model, "no_sync")) \
+        else contextlib.nullcontext()
+    with sync:
+        with run.autocast():
+            outputs = model(images)
+        loss = run.task.loss(outputs, batch)
+        bad = any_worker(not bool(torch.isfinite(loss)), world, device)
+        if bad:
+            where = f"epoch {epoch + 1}, iteration {it + 1} (step {progress.global_step + 1})"
+            value = loss.item()
+            what = f"loss is {value}" if not math.isfinite(value) else "loss is not finite on another worker"
+            if settings.nonfinite_loss == "stop":
+                raise StopRun(f"{what} at {where}; the last good "
+                              "checkpoint is kept. Lower the learning rate, check the data, or "
+                              "set train.nonfinite_loss=skip")
+            stats.skipped += 1
+            run.log.say(f"[train] non-finite loss at {where}: batch skipped ({stats.skipped} this epoch)")
+        else:
+            loss_for_grad = loss / settings.accumulate
+            (run.scaler.scale(loss_for_grad) if run.scaler is not None else loss_for_grad).backward()
+            stats.loss_sum += loss.item() * len(images)
+            stats.n_seen += len(images)
+    return bad
+
+
+def _optimizer_step(run: _Run) -> None:
+    """Unscale, clip, step (through the AMP scaler if any), zero the gradients, and step a
+    per-iteration scheduler."""
+    scaler, optimizer = run.scaler, run.optimizer
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if run.settings.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.core.parameters(), run.settings.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if run.by_iter:
+        run.scheduler.step()
+
+
+def _log_progress(run: _Run, progress: _Progress, stats: _EpochStats, epoch: int, it: int) -> None:
+    """Rank 0's progress line and TensorBoard scalars after iteration ``it``."""
+    n = run.batches_per_epoch
+    total_epochs = run.settings.epochs
+    dt = time.time() - stats.t0
+    speed = (it + 1) * run.batch_size * run.world / max(dt, 1e-9)
+    done = (epoch - progress.start_epoch) * n + it + 1
+    todo = (total_epochs - progress.start_epoch) * n - done
+    eta = (time.time() - progress.t_run) / done * todo
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.log.say(f"epoch {epoch + 1}/{total_epochs} [{_bar((it + 1) / n)}] "
+                f"{it + 1}/{n} loss {stats.loss_sum / max(1, stats.n_seen):.6f} "
+                f"lr {lr:.2e} {speed:.1f} img/s eta {_fmt_time(eta)}")
+    run.metrics_log.scalars(progress.global_step, {"train/loss": stats.loss_sum / max(1, stats.n_seen),
+                                                   "train/lr": lr,
+                                                   "train/img_per_s": speed})
+
+
+def _end_epoch(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats, eval_interval: int) -> bool:
+    """Fault checks, weight checks, evaluation, checkpoint, metrics and the report to Ray after an
+    epoch (collectives in the same order on every worker); returns True when the run ends here."""
+    import ray.train
+
+    settings, rank = run.settings, run.rank
+    metrics = _epoch_faults(run, progress, epoch, stats)
+    if not all(bool(torch.isfinite(t).all()) for t in run.core.state_dict().values() if t.is_floating_point()):
+        raise StopRun(f"the weights are no longer finite after epoch {epoch + 1} (the model diverged); "
+                      "the last good checkpoint is kept. Lower the learning rate")
+    finished = epoch + 1 == settings.epochs or bool(settings.max_iters and progress.global_step >= settings.max_iters)
+    if run.world > 1 and finished:
+        metrics["weight_fingerprints"] = weight_fingerprints(run.core)
+    if rank == 0 and ((epoch + 1) % eval_interval == 0 or finished):
+        _evaluate(run, progress, epoch, metrics)
+    metrics["best"] = progress.best
+    reported = {k: v for k, v in metrics.items() if v is not None}
+    save = finished or (epoch + 1) % max(1, settings.checkpoint_interval) == 0
+    ckpt_name = epoch_dir_name(epoch + 1)
+    ckpt = _save_epoch_checkpoint(run, progress, epoch, ckpt_name) if rank == 0 and save else None
+    if run.metrics_log is not None:
+        run.metrics_log.write(progress.global_step, reported)
+    if save:
+        from ray.train import CheckpointUploadMode
+        # The checkpoint is already in the run folder: Ray registers it without a copy.
+        ray.train.report(reported, checkpoint=ckpt, checkpoint_dir_name=ckpt_name,
+                         checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+    else:
+        ray.train.report(reported)
+    if read_stopped(run.run_dir) is not None:  # rank 0 stopped the run while the others waited
+        return True
+    if finished:
+        if progress.faults_total or progress.skipped_total:
+            run.log.say(f"[summary] {progress.faults_total} sample(s) skipped over the run "
+                        f"(logs/faults.txt), {progress.skipped_total} batch(es) with a non-finite loss skipped")
+        return True
+    return False
+
+
+def _epoch_faults(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats) -> dict[str, Any]:
+    """Gather the skipped samples of all workers, log them, stop the run past
+    ``max_fault_fraction``; returns the epoch's training metrics."""
+    settings, batch_size = run.settings, run.batch_size
+    all_faults = gather_lists(stats.faults, run.world)
+    seen_total = sum(gather_lists([stats.n_seen + stats.skipped * batch_size], run.world))
+    progress.faults_total += len(all_faults)
+    progress.skipped_total += stats.skipped
+    metrics: dict[str, Any] = {**run.cost, "startup_s": progress.startup_s, "epoch": epoch + 1,
+                               "loss": stats.loss_sum / max(1, stats.n_seen),
+                               "lr": run.optimizer.param_groups[0]["lr"], "faults": len(all_faults),
+                               "faults_total": progress.faults_total, "skipped_batches": stats.skipped,
+                               "epoch_time_s": time.time() - stats.t0}
+    if all_faults:
+        run.log.say(f"[data] epoch {epoch + 1}: {len(all_faults)} sample(s) skipped (listed in "
+                    f"logs/faults.txt): " + "; ".join(sorted(set(all_faults))[:5]))
+        run.log.faults(epoch + 1, all_faults)
+    fault_fraction = len(all_faults) / max(1, seen_total)
+    if fault_fraction > settings.max_fault_fraction:
+        raise StopRun(f"{len(all_faults)} of {seen_total} samples ({fault_fraction:.1%}) were skipped in "
+                      f"epoch {epoch + 1}, more than train.max_fault_fraction="
+                      f"{settings.max_fault_fraction}; see {run.run_dir / 'logs' / 'faults.txt'}")
+    if stats.skipped / run.batches_per_epoch > settings.max_fault_fraction:
+        raise StopRun(f"{stats.skipped} of {run.batches_per_epoch} batches had a non-finite loss in epoch "
+                      f"{epoch + 1}, more than train.max_fault_fraction={settings.max_fault_fraction}; "
+                      "lower the learning rate or check the data")
+    return metrics
+
+
+def _evaluate(run: _Run, progress: _Progress, epoch: int, metrics: dict[str, Any]) -> None:
+    """Rank 0's evaluation after an epoch: adds its results to ``metrics`` and saves ``best.pth``
+    when the primary metric improved."""
+    t_eval = time.time()
     try:
-        for epoch in range(start_epoch, total_epochs):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            else:
-                sampler.generator.manual_seed(seed * 1000 + epoch)
-            dataset.set_epoch(epoch)
-            model.train()
-            t0 = time.time()
-            loss_sum, n_seen, faults, skipped = 0.0, 0, [], 0
-            optimizer.zero_grad(set_to_none=True)
-            for it, batch in enumerate(loader):
-                if startup_s is None and config.get("t_start"):
-                    startup_s = time.time() - float(config["t_start"])
-                    log.say(f"[train] first training step {startup_s:.1f} s after the launch")
-                faults += [f for f in batch.get("fault", []) if f]
-                images = batch["image"].to(device, non_blocking=True)
-                if settings.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                batch = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                         for k, v in batch.items()}
-                last = it + 1 == batches_per_epoch
-                step_now = (it + 1) % accum == 0 or last
-                # DDP all-reduces gradients only on the batch that completes an optimizer step.
-                sync = model.no_sync() if (world > 1 and not step_now and hasattr(model, "no_sync")) \
-                    else contextlib.nullcontext()
-                with sync:
-                    with autocast():
-                        outputs = model(images)
-                    loss = task.loss(outputs, batch)
-                    bad = any_worker(not bool(torch.isfinite(loss)), world, device)
-                    if bad:
-                        where = f"epoch {epoch + 1}, iteration {it + 1} (step {global_step + 1})"
-                        value = loss.item()
-                        what = f"loss is {value}" if not math.isfinite(value) else "loss is not finite on another worker"
-                        if settings.nonfinite_loss == "stop":
-                            raise StopRun(f"{what} at {where}; the last good "
-                                          "checkpoint is kept. Lower the learning rate, check the data, or "
-                                          "set train.nonfinite_loss=skip")
-                        skipped += 1
-                        log.say(f"[train] non-finite loss at {where}: batch skipped ({skipped} this epoch)")
-                    else:
-                        loss_for_grad = loss / accum
-                        (scaler.scale(loss_for_grad) if scaler is not None else loss_for_grad).backward()
-                        loss_sum += loss.item() * len(images)
-                        n_seen += len(images)
-                if step_now and bad and world > 1 and accum > 1:
-                    # The earlier batches of this step kept their gradients local (no_sync) and the
-                    # batch that would have all-reduced them was skipped: drop the whole step on
-                    # every worker rather than let the replicas drift apart.
-                    optimizer.zero_grad(set_to_none=True)
-                elif step_now:
-                    if scaler is not None:
-                        scaler.unscale_(optimizer)
-                    if settings.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(core.parameters(), settings.grad_clip)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if by_iter:
-                        scheduler.step()
-                    global_step += 1
-                if rank == 0 and ((it + 1) % settings.log_interval == 0 or last):
-                    dt = time.time() - t0
-                    speed = (it + 1) * batch_size * world / max(dt, 1e-9)
-                    done = (epoch - start_epoch) * batches_per_epoch + it + 1
-                    todo = (total_epochs - start_epoch) * batches_per_epoch - done
-                    eta = (time.time() - t_run) / done * todo
-                    log.say(f"epoch {epoch + 1}/{total_epochs} [{_bar((it + 1) / batches_per_epoch)}] "
-                            f"{it + 1}/{batches_per_epoch} loss {loss_sum / max(1, n_seen):.6f} "
-                            f"lr {optimizer.param_groups[0]['lr']:.2e} {speed:.1f} img/s eta {_fmt_time(eta)}")
-                    metrics_log.scalars(global_step, {"train/loss": loss_sum / max(1, n_seen),
-                                                      "train/lr": optimizer.param_groups[0]["lr"],
-                                                      "train/img_per_s": speed})
-                if settings.max_iters and global_step >= settings.max_iters and step_now:
-                    break
-            if not by_iter:
-                scheduler.step()
+        stats = run.task.evaluate(run.core, run.run_dir / "eval" / f"epoch_{epoch + 1:03d}", run.device,
+                                  autocast=run.autocast)
+    except PlatformError as e:  # deterministic: a Ray retry would fail the same way
+        raise StopRun(f"evaluation after epoch {epoch + 1} failed: {e}") from None
+    metrics.update(stats)
+    metrics["eval_time_s"] = time.time() - t_eval
+    key = run.task.primary_metric
+    if key in stats:
+        run.log.say(f"epoch {epoch + 1}: {key} {stats[key]:.4f} (eval {metrics['eval_time_s']:.0f}s)")
+        best = progress.best
+        better = best is None or (stats[key] > best if run.task.greater_is_better else stats[key] < best)
+        if better:
+            progress.best = stats[key]
+            save_checkpoint(run.run_dir / "best.pth", run.core, meta={"epoch": epoch + 1, key: progress.best,
+                                                                      "config": run.cfg})
 
-            all_faults = gather_lists(faults, world)
-            seen_total = sum(gather_lists([n_seen + skipped * batch_size], world))
-            faults_total += len(all_faults)
-            skipped_total += skipped
-            metrics: dict[str, Any] = {**cost, "startup_s": startup_s, "epoch": epoch + 1,
-                                       "loss": loss_sum / max(1, n_seen),
-                                       "lr": optimizer.param_groups[0]["lr"], "faults": len(all_faults),
-                                       "faults_total": faults_total, "skipped_batches": skipped,
-                                       "epoch_time_s": time.time() - t0}
-            if all_faults:
-                log.say(f"[data] epoch {epoch + 1}: {len(all_faults)} sample(s) skipped (listed in "
-                        f"logs/faults.txt): " + "; ".join(sorted(set(all_faults))[:5]))
-                log.faults(epoch + 1, all_faults)
-            fault_fraction = len(all_faults) / max(1, seen_total)
-            if fault_fraction > settings.max_fault_fraction:
-                raise StopRun(f"{len(all_faults)} of {seen_total} samples ({fault_fraction:.1%}) were skipped in "
-                              f"epoch {epoch + 1}, more than train.max_fault_fraction="
-                              f"{settings.max_fault_fraction}; see {run_dir / 'logs' / 'faults.txt'}")
-            if skipped / batches_per_epoch > settings.max_fault_fraction:
-                raise StopRun(f"{skipped} of {batches_per_epoch} batches had a non-finite loss in epoch "
-                              f"{epoch + 1}, more than train.max_fault_fraction={settings.max_fault_fraction}; "
-                              "lower the learning rate or check the data")
 
-            if not all(bool(torch.isfinite(t).all()) for t in core.state_dict().values() if t.is_floating_point()):
-                raise StopRun(f"the weights are no longer finite after epoch {epoch + 1} (the model diverged); "
-                              "the last good checkpoint is kept. Lower the learning rate")
-            finished = epoch + 1 == total_epochs or bool(settings.max_iters and global_step >= settings.max_iters)
-            if world > 1 and finished:
-                metrics["weight_fingerprints"] = weight_fingerprints(core)
-            if rank == 0 and ((epoch + 1) % eval_interval == 0 or finished):
-                t_eval = time.time()
-                try:
-                    stats = task.evaluate(core, run_dir / "eval" / f"epoch_{epoch + 1:03d}", device, autocast=autocast)
-                except PlatformError as e:  # deterministic: a Ray retry would fail the same way
-                    raise StopRun(f"evaluation after epoch {epoch + 1} failed: {e}") from None
-                metrics.update(stats)
-                metrics["eval_time_s"] = time.time() - t_eval
-                key = task.primary_metric
-                if key in stats:
-                    log.say(f"epoch {epoch + 1}: {key} {stats[key]:.4f} (eval {metrics['eval_time_s']:.0f}s)")
-                    better = best is None or (stats[key] > best if task.greater_is_better else stats[key] < best)
-                    if better:
-                        best = stats[key]
-                        save_checkpoint(run_dir / "best.pth", core, meta={"epoch": epoch + 1, key: best,
-                                                                          "config": cfg})
-            metrics["best"] = best
-            reported = {k: v for k, v in metrics.items() if v is not None}
-            save = finished or (epoch + 1) % max(1, settings.checkpoint_interval) == 0
-            ckpt_name = epoch_dir_name(epoch + 1)
-            ckpt = None
-            if rank == 0 and save:
-                meta = {"epoch": epoch, "global_step": global_step, "best": best, "config": cfg,
-                        "faults_total": faults_total, "skipped_batches_total": skipped_total,
-                        "world_size": world, "total_batch": total_batch}
-                ckpt_dir = run_dir / CHECKPOINTS / ckpt_name
-                save_checkpoint(ckpt_dir / CKPT_FILE, core, meta=meta, optimizer=optimizer.state_dict(),
-                                scheduler=scheduler.state_dict(),
-                                scaler=scaler.state_dict() if scaler is not None else None)
-                record_latest(run_dir, ckpt_dir, epoch + 1, global_step)
-                prune_checkpoints(run_dir, settings.keep_checkpoints)
-                ckpt = ray.train.Checkpoint.from_directory(str(ckpt_dir))
-            if metrics_log is not None:
-                metrics_log.write(global_step, reported)
-            if save:
-                from ray.train import CheckpointUploadMode
-                # The checkpoint is already in the run folder: Ray registers it without a copy.
-                ray.train.report(reported, checkpoint=ckpt, checkpoint_dir_name=ckpt_name,
-                                 checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
-            else:
-                ray.train.report(reported)
-            if read_stopped(run_dir) is not None:  # rank 0 stopped the run while the others waited
-                break
-            if finished:
-                if faults_total or skipped_total:
-                    log.say(f"[summary] {faults_total} sample(s) skipped over the run "
-                            f"(logs/faults.txt), {skipped_total} batch(es) with a non-finite loss skipped")
-                break
-    except StopRun as e:
-        # Ray returns only the metrics attached to checkpoints, so the reason goes to the run folder.
-        log.say(f"[train] stopped: {e}")
-        if rank == 0:
-            write_json_atomic(run_dir / STOPPED, {"epoch": epoch + 1, "reason": str(e)})
-        ray.train.report({"stopped": str(e), "epoch": epoch + 1})
-    finally:
-        if metrics_log is not None:
-            metrics_log.close()
+def _save_epoch_checkpoint(run: _Run, progress: _Progress, epoch: int, ckpt_name: str) -> Any:
+    """Rank 0: write the epoch checkpoint to the run folder, record it in ``latest.json``, prune old
+    ones; returns it as a Ray checkpoint."""
+    import ray.train
+
+    meta = {"epoch": epoch, "global_step": progress.global_step, "best": progress.best, "config": run.cfg,
+            "faults_total": progress.faults_total, "skipped_batches_total": progress.skipped_total,
+            "world_size": run.world, "total_batch": run.total_batch}
+    ckpt_dir = run.run_dir / CHECKPOINTS / ckpt_name
+    save_checkpoint(ckpt_dir / CKPT_FILE, run.core, meta=meta, optimizer=run.optimizer.state_dict(),
+                    scheduler=run.scheduler.state_dict(),
+                    scaler=run.scaler.state_dict() if run.scaler is not None else None)
+    record_latest(run.run_dir, ckpt_dir, epoch + 1, progress.global_step)
+    prune_checkpoints(run.run_dir, run.settings.keep_checkpoints)
+    return ray.train.Checkpoint.from_directory(str(ckpt_dir))

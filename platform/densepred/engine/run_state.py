@@ -18,7 +18,6 @@ checkpoint that Ray had no time to register before a hard crash is still found.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass

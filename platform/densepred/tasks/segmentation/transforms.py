@@ -2,7 +2,7 @@
 relative to ``base_size``), random crop with padding (black image, ignore label), horizontal flip."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import cv2
