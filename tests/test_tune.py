@@ -186,5 +186,12 @@ def test_more_cpus_per_trial_than_the_cluster_has(ray_local, tiny_pose_demo, tmp
 
 
 def test_shipped_spaces_are_valid():
+    """Their keys, values and metrics fit their tasks (the demo data may not exist in a fresh clone)."""
     for path in sorted((REPO / "tuning").glob("*.yaml")):
+        check_against_task(load_space(path), files=False)
+
+
+def test_missing_data_is_found_before_the_sweep_starts(tmp_path):
+    path = write_space(tmp_path, tmp_path / "no_coco")
+    with pytest.raises(PlatformError, match=r"data_root .*no_coco does not exist"):
         check_against_task(load_space(path))

@@ -263,17 +263,8 @@ def _add_set(p: argparse.ArgumentParser) -> None:
                         "model.backbone.width=18; repeatable")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = OneLineParser(
-        prog="platform",
-        description="HRNet-family dense prediction: pose (COCO) and segmentation (Cityscapes) "
-                    "on Ray Train.")
-    parser.add_argument("--version", action="version", version=f"densepred {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _add_info_command(sub: argparse._SubParsersAction) -> None:
+    """`platform info`."""
     p = sub.add_parser("info", help="versions, CPU features and chosen precision, GPUs, Ray cluster resources",
                        description="Print what the platform runs on: package versions, the CPU's features and "
                                    "the precision and threads training would choose, GPUs, and (with "
@@ -281,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="also show the resources of this Ray cluster (or auto)")
     p.set_defaults(func=cmd_info)
 
+
+def _add_models_command(sub: argparse._SubParsersAction) -> None:
+    """`platform models`."""
     p = sub.add_parser("models", help="list registered components and model configs with parameter counts",
                        description="List registered backbones and heads and every model config "
                                    "with its parameter count (optionally run a forward pass).")
@@ -290,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size for --forward (default 256 192)")
     p.set_defaults(func=cmd_models)
 
+
+def _add_convert_command(sub: argparse._SubParsersAction) -> None:
+    """`platform convert`."""
     p = sub.add_parser("convert", help="write an official / mmpose / mmseg checkpoint as a platform checkpoint",
                        description="Load a checkpoint in any supported format (official HRNet pose or "
                                    "segmentation, ImageNet HRNet, mmpose, mmseg) into the model of CONFIG "
@@ -302,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
 
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    """`platform train`."""
     p = sub.add_parser("train", help="train a task on Ray Train workers",
                        description="Train TASK (a task YAML) with Ray Train: a local Ray instance by default, "
                                    "an existing cluster with --address. Re-running the same run name resumes.")
@@ -318,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_tune_command(sub: argparse._SubParsersAction) -> None:
+    """`platform tune`."""
     p = sub.add_parser("tune", help="search backbone widths, fusion settings and hyperparameters with Ray Tune",
                        description="Run the sweep described by SPACE (a search-space YAML in tuning/): each trial "
                                    "is an ordinary Ray Train run of the task with sampled values. Results "
@@ -334,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_tune)
 
+
+def _add_eval_command(sub: argparse._SubParsersAction) -> None:
+    """`platform eval`."""
     p = sub.add_parser("eval", help="evaluate a checkpoint or a results file",
                        description="Evaluate a model checkpoint on the task's validation split, or score a "
                                    "results file (COCO keypoint results JSON) against the task's annotations.")
@@ -344,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_predict_command(sub: argparse._SubParsersAction) -> None:
+    """`platform predict`."""
     p = sub.add_parser("predict", help="run a model on images, a folder or a video and draw the results",
                        description="Predict on an image, a folder of images (searched recursively) or a video. "
                                    "Pose writes results.json (COCO format), images.json, boxes.json and "
@@ -369,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_predict)
 
+
+def _add_data_command(sub: argparse._SubParsersAction) -> None:
+    """`platform data demo|browse`."""
     p = sub.add_parser("data", help="make demo data or inspect a task's samples",
                        description="Data tools: `data demo` writes the synthetic datasets, `data browse` "
                                    "draws and dumps what the network sees.")
@@ -397,7 +408,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(q)
     q.set_defaults(func=cmd_data_browse)
 
-    for register in EXTRA_COMMANDS:
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = OneLineParser(
+        prog="platform",
+        description="HRNet-family dense prediction: pose (COCO) and segmentation (Cityscapes) "
+                    "on Ray Train.")
+    parser.add_argument("--version", action="version", version=f"densepred {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for register in (_add_info_command, _add_models_command, _add_convert_command, _add_train_command,
+                     _add_tune_command, _add_eval_command, _add_predict_command, _add_data_command,
+                     *EXTRA_COMMANDS):
         register(sub)
     return parser
 

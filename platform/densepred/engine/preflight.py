@@ -73,13 +73,20 @@ def check_initial_weights(task: Task, path: str) -> str:
     return report.summary()
 
 
+def check_task_config(cfg: Mapping[str, Any], build_model: bool = True) -> Task:
+    """The task, its optimizer and schedule and (optionally) its model build from ``cfg``; no
+    file is looked at. Returns the task."""
+    task = build_task(cfg)
+    check_optimization(cfg)
+    if build_model:
+        task.build_model()  # the architecture builds (sizes, presets) before workers try
+    return task
+
+
 def preflight(cfg: Mapping[str, Any], load_from: str | None) -> Task:
     """Every check that does not need Ray; returns the built task."""
-    task = build_task(cfg)
+    task = check_task_config(cfg, build_model=not load_from)
     task.preflight()
-    check_optimization(cfg)
     if load_from:
         check_initial_weights(task, load_from)
-    else:
-        task.build_model()  # the architecture builds (sizes, presets) before workers try
     return task

@@ -235,30 +235,28 @@ def sample_points(spec: SweepSpec, limit: int = 6) -> list[dict[str, Any]]:
     return list(itertools.islice(points, limit))
 
 
-def check_against_task(spec: SweepSpec, check_values: bool = True) -> None:
+def check_against_task(spec: SweepSpec, files: bool = True) -> None:
     """Every searched key exists in (or is accepted by) the task config, sampled values pass the
-    task's validation, and every metric is one the task reports."""
-    from ..engine.preflight import check_optimization
-    from ..tasks.base import build_task
-
+    task's validation, every metric is one the task reports and (``files``) the data exists."""
     from ..engine.launch import RaySettings
     from ..engine.loop import TrainSettings
+    from ..engine.preflight import check_task_config
 
-    for point in sample_points(spec) if check_values else [{}]:
+    for point in sample_points(spec):
         sets = spec.trial_overrides(point)
         where = ", ".join(f"{k}={v!r}" for k, v in point.items())
         try:
             cfg = load_config(spec.task, sets)
             parse_section(cfg, "train", TrainSettings)
             parse_section(cfg, "ray", RaySettings)
-            task = build_task(cfg)
-            check_optimization(cfg)
-            task.build_model()
+            task = check_task_config(cfg)
         except Exception as e:  # the task's own validation, or a constructor refusing a value
             msg = " ".join(str(e).split())
             key = next((k for k in sets if k in msg), None)
             raise ConfigError(f"{spec.path}: " + (f"{key}: " if key else "") + f"the task rejects a sampled "
                               f"trial ({where or 'the fixed overrides'}): {msg}") from None
+    if files:
+        task.preflight()  # data_root, annotations, images: one check serves every trial
     reported = set(COMMON_METRICS) | set(task.metric_names) | {task.primary_metric}
     for m in spec.metrics:
         if m not in reported:
