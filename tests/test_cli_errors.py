@@ -136,6 +136,19 @@ ROWS: list[Row] = [
     Row("data-no-action", ["data"], r"the following arguments are required: ACTION"),
     Row("unknown-flag", ["info", "--verbose"], r"unrecognized arguments: --verbose"),
 
+    # ------------------------------------------------------------------ tune (space errors: tests/test_tune.py)
+    Row("tune-missing-space", ["tune", "$tmp/none.yaml"], r"config file .*none\.yaml not found"),
+    Row("tune-space-not-yaml", ["tune", "$jpeg"], r"is not a YAML text file"),
+    Row("tune-samples-zero", ["tune", "$tmp/space.yaml", "--samples", "0"], r"--samples must be >= 1, got 0",
+        setup=lambda ctx: _write(ctx["tmp"] / "space.yaml", "task: x.yaml\n")),
+    Row("tune-space-missing-metric", ["tune", "$tmp/space.yaml"], r"space\.yaml: metric: missing",
+        setup=lambda ctx: _write(ctx["tmp"] / "space.yaml", f"task: {POSE_TASK}\nspace: {{optimizer.lr: {{choice: [0.001]}}}}\n")),
+    Row("tune-resume-nothing", ["tune", "$tmp/space.yaml", "--resume", "--storage", "$work"],
+        r"--resume: no sweep 'space' to resume",
+        setup=lambda ctx: _write(ctx["tmp"] / "space.yaml",
+                                 f"task: {POSE_TASK}\nmetric: loss\nmode: min\noverrides: {{data_root: {ctx['pose']}}}\n"
+                                 "space: {optimizer.lr: {choice: [0.001]}}\n"), absent=("$work",)),
+
     # ------------------------------------------------------------------ models
     Row("models-input-size-negative", ["models", "--forward", "--input-size", "-5", "10"],
         r"--input-size must be >= 1 and <= 8192, got -5 \(see platform models --help\)"),
@@ -460,7 +473,7 @@ def test_enough_rows():
     assert len(ids) == len(set(ids)), "duplicate case ids"
     assert len(ids) >= 60
     commands = {r.argv[0] if r.argv[0] != "data" else " ".join(r.argv[:2]) for r in ROWS + SUBPROCESS_ROWS if r.argv}
-    assert commands >= {"models", "convert", "train", "eval", "predict", "data demo", "data browse", "info"}
+    assert commands >= {"models", "convert", "train", "tune", "eval", "predict", "data demo", "data browse", "info"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])

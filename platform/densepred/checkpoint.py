@@ -33,7 +33,7 @@ FORMAT_NAME = "densepred"
 FORMAT_VERSION = 2  # 2: adds the "checksum" entry (version 1 files still load, unverified)
 
 _BACKBONE_ROOTS = ("conv1.", "bn1.", "conv2.", "bn2.", "layer1.", "transition", "stage")
-_IMAGENET_ONLY = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.")
+_IMAGENET_ONLY = ("incre_modules.", "downsamp_modules.", "final_layer.", "classifier.", "fc.")
 # Metadata objects OpenMMLab and numpy put next to the weights; replaced by inert stand-ins.
 _STUB_MODULE_PREFIXES = ("mmengine.", "mmcv.", "mmpose.", "mmseg.", "mmdet.", "numpy.", "_codecs.")
 # mmengine's pickled metadata also references getattr; the stub replaces it, so nothing is looked up.
@@ -213,8 +213,11 @@ def extract_state_dict(raw: Any, path: str = "checkpoint") -> tuple[str, dict[st
         return fmt, sd
     if any(k.startswith("model.") for k in sd):  # official segmentation FullModel
         sd = {k[len("model."):] if k.startswith("model.") else k: v for k, v in sd.items()}
+        sd = _strip(sd, "module.")  # Stacked Hourglass port: Trainer(DataParallel(PoseNet))
     if any(k.startswith(("incre_modules.", "classifier.")) for k in sd):
         return "imagenet", sd
+    if "fc.weight" in sd and not any(k.startswith("final_layer.") for k in sd):
+        return "imagenet", sd  # torchvision-layout ImageNet ResNet: the backbone, fc skipped
     return "official", sd
 
 

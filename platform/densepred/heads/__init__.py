@@ -1,3 +1,5 @@
 """Task heads register themselves in ``HEADS`` on import."""
 from .heatmap import HeatmapHead  # noqa: F401
 from .hrnetv2_seg import HRNetV2SegHead  # noqa: F401
+from .deconv import DeconvHead  # noqa: F401
+from .hourglass_head import StackedHeatmapHead  # noqa: F401
