@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO
@@ -49,6 +50,9 @@ def test_models_lists_configs_with_parameter_counts(capsys):
     assert "HRNet" in out and "HeatmapHead" in out and "HRNetV2SegHead" in out
     assert "pose_hrnet_w32" in out and "28,536,113" in out
     assert "seg_hrnetv2_w48" in out and "65,859,379" in out
+    assert "pose_hourglass_8x256" in out and "32,819,328" in out and "pose_resnet50" in out and "33,999,697" in out
+    w32 = next(line for line in out.splitlines() if "pose_hrnet_w32" in line).split()
+    assert float(w32[2]) == pytest.approx(15.29, abs=0.01) and w32[3] == "256x192"  # GFLOPs counted, not typed in
 
 
 def test_convert_official_segmentation_checkpoint(tmp_path, reference_dir):

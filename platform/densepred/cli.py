@@ -20,10 +20,26 @@ def default_model_configs() -> Path:
 
 # --------------------------------------------------------------------------- models
 
+# Input sizes (H, W) at which `platform models` counts GFLOPs: the official recipes' inputs.
+MODEL_INPUT_HW = {"pose": (256, 192), "seg": (1024, 2048)}
+BACKBONE_INPUT_HW = {"StackedHourglass": (256, 256)}
+
+
+def model_input_hw(model_cfg: dict) -> tuple[int, int]:
+    """The input size a model config is usually run at: by backbone type, else by head kind."""
+    model = model_cfg.get("model") or {}
+    backbone = (model.get("backbone") or {}).get("type")
+    if backbone in BACKBONE_INPUT_HW:
+        return BACKBONE_INPUT_HW[backbone]
+    return MODEL_INPUT_HW["seg" if "seg" in (model.get("heads") or {}) else "pose"]
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
     from . import backbones, heads  # noqa: F401  (register components)
+    from .config import load_config
+    from .cost import count_gflops
     from .model import build_model, num_parameters
     from .registry import BACKBONES, HEADS, registered_names
 
@@ -37,15 +53,20 @@ def cmd_models(args: argparse.Namespace) -> int:
                             "--configs")
     print(f"backbones: {', '.join(registered_names(BACKBONES))}")
     print(f"heads:     {', '.join(registered_names(HEADS))}")
-    h, w = args.input_size
-    print(f"\nmodel configs in {folder}:")
-    print(f"  {'config':34s} {'parameters':>12s}" + (f"  outputs for 1x3x{h}x{w}" if args.forward else ""))
+    print(f"\nmodel configs in {folder} (GFLOPs of one image, a multiply-add counted as 2):")
+    print(f"  {'config':34s} {'parameters':>12s} {'GFLOPs':>9s}  {'input HxW':10s}"
+          + ("  outputs" if args.forward else ""))
     for f in files:
-        model = build_model(f).eval()
-        line = f"  {f.stem:34s} {num_parameters(model):>12,d}"
+        cfg = load_config(f)
+        h, w = args.input_size or model_input_hw(cfg)
+        # Built and counted on the meta device: shapes only, no arithmetic, so large models cost little.
+        with torch.device("meta"):
+            meta_model = build_model(cfg)
+        gflops = count_gflops(meta_model, (h, w), "meta")
+        line = f"  {f.stem:34s} {num_parameters(meta_model):>12,d} {gflops:>9.2f}  {f'{h}x{w}':10s}"
         if args.forward:
             with torch.no_grad():
-                out = model(torch.zeros(1, 3, h, w))
+                out = build_model(cfg).eval()(torch.zeros(1, 3, h, w))
             line += "  " + ", ".join(f"{k}: {list(v.shape)}" for k, v in out.items())
         print(line, flush=True)
     return 0
@@ -280,8 +301,9 @@ def _add_models_command(sub: argparse._SubParsersAction) -> None:
                                    "with its parameter count (optionally run a forward pass).")
     p.add_argument("--configs", default=str(default_model_configs()), help="folder of model YAML files")
     p.add_argument("--forward", action="store_true", help="also run a forward pass and print output shapes")
-    p.add_argument("--input-size", nargs=2, type=count(1, 8192), default=[256, 192], metavar=("H", "W"),
-                   help="input size for --forward (default 256 192)")
+    p.add_argument("--input-size", nargs=2, type=count(1, 8192), default=None, metavar=("H", "W"),
+                   help="input size for GFLOPs and --forward (default: each model's usual input: pose "
+                        "256 192, hourglass 256 256, segmentation 1024 2048)")
     p.set_defaults(func=cmd_models)
 
 
