@@ -43,6 +43,12 @@ class StackedHeatmapHead(nn.Module):
                               f"the number of keypoints")
         self.num_stacks, self.num_keypoints, self.output = len(channels), channels[0], output
 
+    @property
+    def num_outputs(self) -> int:
+        """Predictions per sample along dim 1 of the output (``nstack`` when stacked, else 1); the
+        pose task checks ``task.stack_weights`` against it."""
+        return self.num_stacks if self.output == "stacked" else 1
+
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         if self.output == "last":
             return feats[-1]

@@ -69,6 +69,17 @@ class PoseEval:
     in_vis_thre: float = setting(0.2, ge=0, le=1)
 
 
+def final_heatmaps(pred: torch.Tensor) -> torch.Tensor:
+    """The final prediction of a pose head: ``(N, K, h, w)`` as given, or the last stack of a
+    multi-stack output ``(N, S, K, h, w)`` (evaluation, flip test and pictures use it)."""
+    if pred.ndim == 5:
+        return pred[:, -1]
+    if pred.ndim != 4:
+        raise ValueError(f"pose head output must be (N, K, h, w) or (N, stacks, K, h, w), "
+                         f"got shape {tuple(pred.shape)}")
+    return pred
+
+
 HEATMAP_STRIDE = 4  # input pixels per heatmap pixel for every pose head (HRNet final_layer at 1/4)
 
 
@@ -85,9 +96,50 @@ class PoseTask(Task):
         self._check_heatmap_size()
         self.codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
                                   self.data.encoding, self.data.decoding, self.data.use_joint_weights)
-        task = self.task_section()
+        task = self.task_section(allowed=("type", "loss", "stack_weights"))
         self.criterion = build(LOSSES, task.get("loss") or {"type": "JointsMSELoss"}, "task.loss")
+        self.stack_weights = self._parse_stack_weights(task.get("stack_weights"))
         self._val: Optional[CocoPoseDataset] = None
+
+    def _where(self, key: str) -> str:
+        return getattr(self.cfg, "where", lambda _k: "config")(key)
+
+    def _parse_stack_weights(self, value: Any) -> Optional[list[float]]:
+        """``task.stack_weights``: one loss weight per stack of a multi-stack model; null = 1.0 each."""
+        if value is None:
+            return None
+        numbers = isinstance(value, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        if not numbers or not value:
+            raise ConfigError(f"{self._where('task.stack_weights')}: task.stack_weights must be a list of "
+                              f"numbers, one loss weight per stack (first stack first), or null for 1.0 each; "
+                              f"got {value!r}")
+        weights = [float(v) for v in value]
+        if any(not np.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError(f"{self._where('task.stack_weights')}: task.stack_weights must be finite "
+                              f"numbers >= 0 with a positive sum, got {value!r}")
+        return weights
+
+    def _weights_for(self, num_stacks: int) -> list[float]:
+        """The loss weight of each of ``num_stacks`` predictions (1 for a single-output head)."""
+        if self.stack_weights is None:
+            return [1.0] * num_stacks
+        if len(self.stack_weights) != num_stacks:
+            what = (f"{num_stacks} predictions (one per stack)" if num_stacks > 1
+                    else "a single prediction (no stacks)")
+            raise ConfigError(f"{self._where('task.stack_weights')}: task.stack_weights has "
+                              f"{len(self.stack_weights)} entries but the pose head returns {what}; give "
+                              f"{num_stacks} weight(s) or set task.stack_weights=null for 1.0 each")
+        return self.stack_weights
+
+    def build_model(self) -> nn.Module:
+        """The model; ``task.stack_weights`` must fit the pose head's number of predictions (a head
+        that returns one prediction per stack says how many in ``num_outputs``)."""
+        model = super().build_model()
+        heads = getattr(model, "heads", None)
+        if self.stack_weights is not None and heads is not None and "pose" in heads:
+            self._weights_for(int(getattr(heads["pose"], "num_outputs", 1)))
+        return model
 
     def _check_heatmap_size(self) -> None:
         """The heads output heatmaps at 1/4 of the input: a heatmap_size that does not follow a
@@ -144,15 +196,29 @@ class PoseTask(Task):
                                seed=int(self.cfg.get("seed", 0)), strict_images=strict_images)
 
     def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
-        return self.criterion(outputs["pose"], batch["target"], batch["target_weight"])
+        """The criterion on the pose heatmaps. A multi-stack head (output ``(N, S, K, h, w)``, one
+        prediction per stack) gets intermediate supervision: the criterion on every stack against
+        the same targets, summed with ``task.stack_weights`` (1.0 each by default, as in Stacked
+        Hourglass)."""
+        pred, target, weight = outputs["pose"], batch["target"], batch["target_weight"]
+        if pred.ndim == 4:
+            scale = self._weights_for(1)[0]
+            loss = self.criterion(pred, target, weight)
+            return loss if scale == 1.0 else loss * scale
+        if pred.ndim != 5:
+            raise ValueError(f"pose head output must be (N, K, h, w) or (N, stacks, K, h, w), "
+                             f"got shape {tuple(pred.shape)}")
+        weights = self._weights_for(pred.shape[1])
+        return sum(w * self.criterion(pred[:, s], target, weight) for s, w in enumerate(weights))
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def infer_heatmaps(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-        """Heatmaps for normalised crops, averaged with the flipped input when flip test is on."""
-        heatmaps = model(images)["pose"].float()
+        """Heatmaps ``(N, K, h, w)`` for normalised crops, averaged with the flipped input when flip
+        test is on; of a multi-stack model, the last stack's (the final prediction)."""
+        heatmaps = final_heatmaps(model(images)["pose"]).float()
         if self.eval_cfg.flip_test:
-            flipped = model(images.flip(3))["pose"].float()
+            flipped = final_heatmaps(model(images.flip(3))["pose"]).float()
             heatmaps = (heatmaps + flip_back(flipped, FLIP_PAIRS, shift=self.codec.flip_shift)) * 0.5
         return heatmaps
 
