@@ -490,5 +490,23 @@ def _save_traceback() -> str:
     return str(path)
 
 
+def run() -> None:
+    """Console entry point: ``main()``, then leave without interpreter finalization once Ray was
+    used. Ray's native threads (and the helper threads that join or fit with it) can crash the
+    interpreter while it tears down, turning a clean exit status into a segfault; Ray is shut down
+    explicitly first, so nothing is left behind."""
+    code = main()
+    ray = sys.modules.get("ray")
+    if ray is None:
+        sys.exit(code)
+    try:
+        if ray.is_initialized():
+            ray.shutdown()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
