@@ -38,6 +38,8 @@ from conftest import REPO, TINY_POSE_MODEL
 
 POSE_TASK = str(REPO / "tasks" / "pose_demo.yaml")
 SEG_TASK = str(REPO / "tasks" / "seg_demo.yaml")
+MT_TASK = str(REPO / "tasks" / "multitask_demo.yaml")
+MT_MIXED_TASK = str(REPO / "tasks" / "multitask_demo_pose_seg.yaml")
 README = REPO / "README.md"
 TIME_LIMIT_S = 60          # one in-process case; a hang is a failure
 SUBPROCESS_TIMEOUT_S = 90  # one `python -m densepred.cli` case
@@ -182,6 +184,8 @@ ROWS: list[Row] = [
         r"checkpoint .*tiny\.pth \(densepred format\) does not fit this model: .*shape mismatches",
         absent=("$tmp/out.pth",)),
     Row("convert-missing-out", ["convert", "$POSE", "$ckpt"], r"the following arguments are required: out"),
+    Row("convert-head-unknown", ["convert", "$POSE", "$ckpt", "$tmp/out.pth", "--head", "mask"],
+        r"--head mask: the model has no head of that name; its heads: pose"),
 
     # ------------------------------------------------------------------ train: optimizer, schedule, weights
     Row("train-optimizer-type", train("optimizer.type=Adamm"),
@@ -268,7 +272,23 @@ ROWS: list[Row] = [
     Row("train-unknown-backbone-key", train("model.backbone.widht=8"),
         r"--set: unknown key 'model\.backbone\.widht' for HRNet \(did you mean 'width'\?\)", absent=NO_RUN),
     Row("train-unknown-task-type", train("task.type=PoseTsk"),
-        r"task\.type: unknown task type 'PoseTsk'; registered tasks: PoseTask, SegmentationTask", absent=NO_RUN),
+        r"task\.type: unknown task type 'PoseTsk'; registered tasks: MultiTask, PersonMaskTask, PoseTask, SegmentationTask", absent=NO_RUN),
+    Row("train-multitask-top-level-data-root", ["train", "$MT", "--set", "data_root=$pose", "work_dir=$work"],
+        r"--set: top-level 'data_root' is not used by a multi-task run; it belongs to a member "
+        r"\(task\.members\.<name>\.data_root\)", absent=NO_RUN),
+    Row("train-multitask-member-file-missing", ["train", "$MT", "--set", "task.members.mask.config=mask.yaml",
+                                                 "work_dir=$work"],
+        r"task\.members\.mask\.config: task file 'mask\.yaml' not found", absent=NO_RUN),
+    Row("train-multitask-gradnorm-mixed", ["train", "$MTMIX", "--set", "task.balancing={type: gradnorm}",
+                                            "work_dir=$work"],
+        r"task\.balancing\.type 'gradnorm' needs every member's loss on the same batch; use task\.mode=same_input",
+        absent=NO_RUN),
+    Row("train-multitask-members-differ", ["train", "$MT", "--set", "task.members.mask.data.input_size=[64, 64]",
+                                           "task.members.mask.data.heatmap_size=[16, 16]",
+                                           "task.members.pose.data_root=$pose", "task.members.mask.data_root=$pose",
+                                           "work_dir=$work"],
+        r"task\.mode=same_input needs members that read the same training samples, but pose and mask differ",
+        absent=NO_RUN),
     Row("train-unknown-loss-type", train("task.loss.type=MSELosss"),
         r"task\.loss: unknown loss type 'MSELosss'; registered losses: .*JointsMSELoss", absent=NO_RUN),
     Row("train-data-root-empty", train("data_root="),
@@ -322,6 +342,13 @@ ROWS: list[Row] = [
         r"notes\.txt is not a PyTorch checkpoint \(it is a text file\); give a \.pth/\.pt file"),
     Row("eval-checkpoint-folder", ["eval", "$POSE", "--set", "data_root=$pose", "--checkpoint", "$tmp/run"],
         r"checkpoint .*run is a folder, not a file; give the \.pth file inside it", make_folder("run")),
+    Row("eval-baseline-single-task", ["eval", "$POSE", "--set", "data_root=$pose", "--checkpoint", "$ckpt",
+                                      "--baseline", "pose/AP=0.5"],
+        r"--baseline applies to multi-task configs \(task\.type: MultiTask\)"),
+    Row("eval-baseline-no-run", ["eval", "$MT", "--checkpoint", "$ckpt", "--baseline", "pose=$tmp/nowhere"],
+        r"--baseline pose=.*nowhere: no such run folder or metrics file"),
+    Row("eval-baseline-unknown-member", ["eval", "$MT", "--checkpoint", "$ckpt", "--baseline", "depth/AP=0.5"],
+        r"--baseline 'depth/AP=0\.5': no member 'depth'; members: pose, mask"),
     Row("eval-checkpoint-missing", ["eval", "$POSE", "--set", "data_root=$pose", "--checkpoint", "$tmp/a.pth"],
         r"checkpoint file .*a\.pth not found"),
     Row("eval-checkpoint-other-model", ["eval", "$POSE", "--set", "data_root=$pose", "--checkpoint", "$tiny_ckpt"],
@@ -366,7 +393,7 @@ ROWS: list[Row] = [
                              "--pose-val", "1"],
         r"--out .*notes\.txt is a file; give a folder"),
     Row("demo-task-unknown", ["data", "demo", "--out", "$tmp/demo", "--task", "depth"],
-        r"--task invalid choice: 'depth' \(choose from 'all', 'pose', 'seg'\)", absent=("$tmp/demo",)),
+        r"--task invalid choice: 'depth' \(choose from 'all', 'pose', 'mpii', 'seg'\)", absent=("$tmp/demo",)),
     Row("demo-seed-text", ["data", "demo", "--out", "$tmp/demo", "--seed", "lucky"],
         r"--seed invalid int value: 'lucky'", absent=("$tmp/demo",)),
 
@@ -428,7 +455,8 @@ def shared(tmp_path_factory) -> dict:
     jpeg = files / "photo.jpg"
     jpeg.write_bytes(sorted((pose / "images" / "val2017").glob("*.jpg"))[0].read_bytes())
     return {"pose": pose, "seg": seg, "ckpt": ckpt, "tiny_ckpt": tiny, "linear_ckpt": linear, "text": text,
-            "jpeg": jpeg, "POSE": Path(POSE_TASK), "SEG": Path(SEG_TASK)}
+            "jpeg": jpeg, "POSE": Path(POSE_TASK), "SEG": Path(SEG_TASK), "MT": Path(MT_TASK),
+            "MTMIX": Path(MT_MIXED_TASK)}
 
 
 @pytest.fixture

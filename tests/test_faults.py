@@ -110,7 +110,7 @@ def _train_workers_alive():
 
 
 def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(ray_local, tiny_pose_demo, tmp_path):
-    epochs = ["train.epochs=3", "seed=7"]
+    epochs = ["train.epochs=10", "seed=7"]  # room for the Ctrl-C to land before the end
     # Ctrl-C of `platform train` after epoch 1 ...
     proc = _cli_train(tiny_pose_demo, tmp_path, *epochs, "run_name=cut")
     run_dir = tmp_path / "cut"
@@ -125,7 +125,7 @@ def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(ray_loca
             proc.kill()
     assert proc.returncode == 130, out
     assert "continue with: platform train tasks/pose_demo.yaml --resume --set run_name=cut" in out
-    assert read_latest(run_dir)["epoch"] < 3  # really cut short
+    assert read_latest(run_dir)["epoch"] < 10  # really cut short
     # Its workers and placement group are gone from the cluster.
     _wait_for(lambda: _placement_groups_alive() == [], 60, "the interrupted run's placement group to be removed")
     _wait_for(lambda: _train_workers_alive() == [], 60, "the interrupted run's workers to exit")

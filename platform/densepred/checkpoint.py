@@ -232,9 +232,14 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    #: heads of the model of which the checkpoint holds nothing: they keep their fresh initialisation
+    fresh_heads: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"loaded {self.loaded} tensors from {self.path} ({self.format} format)"]
+        if self.fresh_heads:
+            parts.append(f"head(s) {', '.join(self.fresh_heads)} not in the checkpoint: trained from their "
+                         "fresh initialisation")
         if self.skipped:
             reasons = sorted(set(self.skipped.values()))
             parts.append(f"skipped {len(self.skipped)} ({'; '.join(reasons)})")
@@ -338,7 +343,26 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
             "Check that the config matches the checkpoint (e.g. width, number of keypoints/classes)")
     model.load_state_dict(mapped, strict=False)
     report.loaded = len(mapped)
+    report.fresh_heads = fresh_heads(own, mapped)
     return report
+
+
+def fresh_heads(own: Mapping[str, torch.Tensor], loaded: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the model's heads (``heads.<name>.*``) of which no tensor was loaded."""
+    heads = {k.split(".")[1] for k in own if k.startswith("heads.")}
+    hit = {k.split(".")[1] for k in loaded if k.startswith("heads.")}
+    return sorted(heads - hit)
+
+
+def head_state_dict(state: Mapping[str, torch.Tensor], head: str) -> dict[str, torch.Tensor]:
+    """The single-task part of a multi-head state dict: the backbone (and neck) plus one head.
+    Raises CheckpointError naming the heads there are when ``head`` is not one of them."""
+    heads = sorted({k.split(".")[1] for k in state if k.startswith("heads.")})
+    if head not in heads:
+        raise CheckpointError(f"--head {head}: the model has no head of that name; its heads: "
+                              f"{', '.join(heads) or 'none'}")
+    return {k: v for k, v in state.items()
+            if not k.startswith("heads.") or k.split(".")[1] == head}
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module | Mapping[str, torch.Tensor],

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .errors import PlatformError
 from .outputs import ensure_out_dir, ensure_out_file
@@ -75,20 +75,28 @@ def cmd_models(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- convert
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from .checkpoint import head_state_dict, load_checkpoint, save_checkpoint
     from .config import load_config
     from .model import build_model
 
     ensure_out_file(args.out, "OUT")
     cfg = load_config(args.config, args.set)
     model = build_model(cfg)
+    if args.head:
+        head_state_dict(model.state_dict(), args.head)  # the head exists, before the checkpoint is read
     report = load_checkpoint(model, args.checkpoint, strict=not args.no_strict)
     print(report.summary())
     for k, why in list(report.skipped.items())[:20]:
         print(f"  skipped {k}: {why}")
     meta = {"source": str(args.checkpoint), "source_format": report.format,
             "config": str(args.config), "model": cfg["model"]}
-    out = save_checkpoint(args.out, model, meta=meta)
+    state: Any = model
+    if args.head:
+        state = head_state_dict(model.state_dict(), args.head)
+        meta["model"] = {**cfg["model"], "heads": {args.head: cfg["model"]["heads"][args.head]}}
+        meta["head"] = args.head
+        print(f"kept the backbone and head '{args.head}' ({len(state)} tensors)")
+    out = save_checkpoint(args.out, state, meta=meta)
     print(f"wrote {out}")
     return 0
 
@@ -146,6 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = _task_config(args)
     task = build_task(cfg)
+    baselines = _eval_baselines(task, args.baseline)
     out_dir = Path(args.out) if args.out else None
     if args.predictions and args.checkpoint:
         raise PlatformError("give either --checkpoint (run a model) or --predictions (score a results file), "
@@ -161,13 +170,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(load_checkpoint(model, args.checkpoint).summary())
         stats = task.evaluate(model, out_dir, torch.device("cpu"),
                               progress=_progress("eval"))
-    print(task.format_metrics(stats))
+    if baselines:
+        stats["delta_m"] = task.delta_m(stats, baselines)
+        print(task.format_metrics(stats, baselines))
+    else:
+        print(task.format_metrics(stats))
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
         safe = {k: (None if isinstance(v, float) and v != v else v) for k, v in stats.items()}  # NaN -> null
         (out_dir / "metrics.json").write_text(json.dumps(safe, indent=2))
         print(f"wrote {out_dir / 'metrics.json'}")
     return 0
+
+
+def _eval_baselines(task: Any, items: list[str]) -> dict[str, float]:
+    """Single-task figures for Δm: ``task.baselines`` plus ``--baseline`` items (multi-task only)."""
+    if not hasattr(task, "members"):
+        if items:
+            raise PlatformError("--baseline applies to multi-task configs (task.type: MultiTask)")
+        return {}
+    from .tasks.multitask.baselines import check_baselines, parse_baselines
+
+    baselines = parse_baselines(items, task)
+    check_baselines(baselines, task.metric_names)
+    return baselines
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -189,6 +215,7 @@ def _progress(label: str):
 
 def cmd_data_demo(args: argparse.Namespace) -> int:
     from .tasks.pose.demo_data import make_pose_demo
+    from .tasks.pose.mpii_demo import make_mpii_demo
     from .tasks.segmentation.demo_data import make_seg_demo
 
     out = ensure_out_dir(args.out)
@@ -196,6 +223,10 @@ def cmd_data_demo(args: argparse.Namespace) -> int:
         summary = make_pose_demo(out / "coco", num_train_images=args.pose_train, num_val_images=args.pose_val,
                                  seed=args.seed)
         print(f"pose demo (COCO keypoint format): {out / 'coco'}  {_short_summary(summary)}")
+    if args.task in ("all", "mpii"):
+        summary = make_mpii_demo(out / "mpii", num_train_persons=args.mpii_train, num_val_persons=args.mpii_val,
+                                 seed=args.seed)
+        print(f"pose demo (MPII layout): {out / 'mpii'}  {_short_summary(summary)}")
     if args.task in ("all", "seg"):
         summary = make_seg_demo(out / "cityscapes", num_train=args.seg_train, num_val=args.seg_val,
                                 image_size=tuple(args.seg_size), seed=args.seed)
@@ -260,13 +291,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def untangle_set(argv: list[str]) -> list[str]:
-    """``--set`` takes several KEY=VALUE; a task file written after them (``train --set a=1
-    tasks/x.yaml``) would be swallowed as one more. Such paths are moved behind ``--``."""
+    """``--set`` (and ``--baseline``) take several KEY=VALUE; a task file written after them
+    (``train --set a=1 tasks/x.yaml``) would be swallowed as one more. Such paths are moved behind ``--``."""
     out, moved, in_set = [], [], False
     for tok in argv:
         if tok == "--":
             break
-        if tok == "--set":
+        if tok in ("--set", "--baseline"):
             in_set = True
         elif tok.startswith("-"):
             in_set = False
@@ -317,6 +348,9 @@ def _add_convert_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="checkpoint to convert")
     p.add_argument("out", help="output .pth path")
     p.add_argument("--no-strict", action="store_true", help="load what fits instead of failing on mismatches")
+    p.add_argument("--head", metavar="NAME",
+                   help="keep only this head (and the backbone): a multi-task checkpoint's single-task part, "
+                        "loadable with that member's own task file")
     _add_set(p)
     p.set_defaults(func=cmd_convert)
 
@@ -368,6 +402,9 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="checkpoint (any supported format)")
     p.add_argument("--predictions", help="results file to score instead of running a model")
     p.add_argument("--out", help="folder for metrics.json and the results")
+    p.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="ITEM",
+                   help="multi-task runs: single-task figures for Δm, as MEMBER=RUN_DIR, "
+                        "MEMBER=metrics.json or MEMBER/METRIC=NUMBER (e.g. pose=work_dirs/pose_demo)")
     _add_set(p)
     p.set_defaults(func=cmd_eval)
 
@@ -378,9 +415,11 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
                        description="Predict on an image, a folder of images (searched recursively) or a video. "
                                    "Pose writes results.json (COCO format), images.json, boxes.json and "
                                    "pictures; segmentation writes labelId PNGs and overlays (an overlay video "
-                                   "for a video). Pose boxes come from --boxes, else from OpenCV's HOG people "
-                                   "detector. Unreadable or too large files in a folder are skipped and listed "
-                                   "in skipped.txt.")
+                                   "for a video); person masks write COCO RLE results and mask pictures. A "
+                                   "multi-task config draws every head on one picture and writes each member's "
+                                   "results in OUT/<member>/. Person boxes come from --boxes, else from OpenCV's "
+                                   "HOG people detector. Unreadable or too large files in a folder are skipped "
+                                   "and listed in skipped.txt.")
     p.add_argument("task", help="task YAML")
     p.add_argument("--checkpoint", required=True, help="checkpoint (any supported format)")
     p.add_argument("--input", required=True, help="image, folder of images, or video (.mp4 .avi .mov .mkv .webm)")
@@ -407,12 +446,15 @@ def _add_data_command(sub: argparse._SubParsersAction) -> None:
                                    "draws and dumps what the network sees.")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
-    q = dsub.add_parser("demo", help="write the synthetic demo datasets (COCO keypoints, Cityscapes layouts)",
+    q = dsub.add_parser("demo", help="write the synthetic demo datasets (COCO keypoints, MPII, Cityscapes layouts)",
                         description="Write small synthetic datasets in the official formats under OUT.")
     q.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
-    q.add_argument("--task", choices=["all", "pose", "seg"], default="all", help="which demo set(s) to write")
+    q.add_argument("--task", choices=["all", "pose", "mpii", "seg"], default="all",
+                   help="which demo set(s) to write: pose (COCO keypoints), mpii (MPII layout), seg (Cityscapes)")
     q.add_argument("--pose-train", type=count(1, 100000), default=300, help="pose training images")
     q.add_argument("--pose-val", type=count(1, 100000), default=60, help="pose validation images")
+    q.add_argument("--mpii-train", type=count(1, 100000), default=300, help="MPII training persons")
+    q.add_argument("--mpii-val", type=count(1, 100000), default=60, help="MPII validation persons")
     q.add_argument("--seg-train", type=count(1, 100000), default=60, help="segmentation training images")
     q.add_argument("--seg-val", type=count(1, 100000), default=20, help="segmentation validation images")
     q.add_argument("--seg-size", type=count(32, 4096), nargs=2, default=[256, 128], metavar=("W", "H"),

@@ -216,9 +216,66 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] | Mapping[str,
     cfg.source = Path(path).resolve()
     cfg.chain = chain
     cfg.overrides = dict(pairs)
+    expand_members(cfg)
     if validate:
         validate_config(cfg)
     return cfg
+
+
+# --------------------------------------------------------------------------- multi-task members
+
+#: what a member of a multi-task config may hold: an ordinary task's own sections. The model,
+#: optimizer, schedule, training and Ray settings are the run's (the multi-task file's).
+MEMBER_KEYS = ("config", "task", "data", "evaluation", "inference", "data_root", "bbox_file")
+
+
+def _deep_merge(base: dict, top: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _member_file(cfg: LoadedConfig, name: str, ref: Any) -> Path:
+    key = f"task.members.{name}.config"
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError(f"{cfg.where(key)}: {key} must be the path of a task YAML, got {ref!r}")
+    p = Path(ref).expanduser()
+    candidates = [p] if p.is_absolute() else [cfg.source.parent / p, Path.cwd() / p]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ConfigError(f"{cfg.where(key)}: {key}: task file {ref!r} not found (looked in "
+                      f"{', '.join(str(c.parent) for c in candidates)})")
+
+
+def expand_members(cfg: LoadedConfig) -> None:
+    """Inline the member tasks of a multi-task config (``task.members.<name>``): a member's
+    ``config: other_task.yaml`` is loaded (with its own ``_base_`` chain) and the member's other
+    keys are merged over it. The run folder's config.yaml then holds every member in full, and
+    workers need no file but the data."""
+    members = (cfg.get("task") or {}).get("members") if isinstance(cfg.get("task"), Mapping) else None
+    if not isinstance(members, Mapping):
+        return
+    for name, spec in list(members.items()):
+        where = cfg.where(f"task.members.{name}")
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{where}: task.members.{name} must be a mapping (e.g. {{config: pose_demo.yaml}}), "
+                              f"got {spec!r}")
+        unknown = sorted(set(spec) - set(MEMBER_KEYS))
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {unknown} in task.members.{name}; allowed: "
+                              f"{', '.join(MEMBER_KEYS)} (model, optimizer and train settings are the run's)")
+        merged: dict = {}
+        if spec.get("config") is not None:
+            path = _member_file(cfg, name, spec["config"])
+            sub = load_config(path)
+            merged = {k: sub[k] for k in MEMBER_KEYS if k in sub}
+            merged["config"] = str(path)
+        merged = _deep_merge(merged, {k: v for k, v in spec.items() if k != "config"})
+        if merged.get("data_root"):
+            merged["data_root"] = str(Path(merged["data_root"]).expanduser().resolve())
+        members[name] = merged
 
 
 # --------------------------------------------------------------------------- validation

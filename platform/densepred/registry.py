@@ -17,9 +17,11 @@ TRANSFORMS = Registry("transform", scope="densepred")
 CODECS = Registry("codec", scope="densepred")
 METRICS = Registry("metric", scope="densepred")
 TASKS = Registry("task", scope="densepred")
+BALANCERS = Registry("balancer", scope="densepred")  # multi-task loss balancing
 
 ALL_REGISTRIES = {
-    r.name: r for r in (BACKBONES, NECKS, HEADS, LOSSES, DATASETS, TRANSFORMS, CODECS, METRICS, TASKS)
+    r.name: r for r in (BACKBONES, NECKS, HEADS, LOSSES, DATASETS, TRANSFORMS, CODECS, METRICS, TASKS,
+                        BALANCERS)
 }
 
 

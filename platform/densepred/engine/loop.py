@@ -19,13 +19,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..checkpoint import save_checkpoint
 from ..config import parse_section, setting
 from ..errors import ConfigError, PlatformError
-from ..imageio import loader_worker_init
-from ..tasks.base import Task, build_task
+from ..tasks.base import StepContext, Task, build_task
 from .optim import build_optimizer, build_scheduler
 from .run_state import (CHECKPOINTS, CKPT_FILE, STOPPED, count_attempt, epoch_dir_name, find_resume_point,
                         note_unregistered, prune_checkpoints, read_stopped, record_latest,
@@ -219,9 +217,8 @@ class _Run:
     model: torch.nn.Module  # as prepared by Ray (DDP-wrapped with several workers)
     core: torch.nn.Module   # the bare model
     cost: dict[str, float]
-    dataset: Any
-    sampler: Any
-    loader: DataLoader
+    batches: Any            # densepred.batching.TrainBatches
+    extras: Optional[torch.nn.Module]  # task-owned trained parameters (loss weights), or None
     batch_size: int
     batches_per_epoch: int
     total_batch: int
@@ -255,6 +252,13 @@ class _EpochStats:
     n_seen: int = 0
     faults: list = field(default_factory=list)
     skipped: int = 0
+    log_sums: dict = field(default_factory=dict)    # the task's step figures, sample-weighted sums
+    log_counts: dict = field(default_factory=dict)
+
+    def add_logs(self, logs: dict[str, float], n: int) -> None:
+        for k, v in logs.items():
+            self.log_sums[k] = self.log_sums.get(k, 0.0) + float(v) * n
+            self.log_counts[k] = self.log_counts.get(k, 0) + n
 
 
 def _train_worker(config: dict) -> None:
@@ -271,7 +275,7 @@ def _train_worker(config: dict) -> None:
         ray.train.report({k: v for k, v in done.items() if v is not None})
         return
     run.metrics_log = MetricsLog(run_dir) if rank == 0 else None
-    eval_interval = int(getattr(getattr(run.task, "eval_cfg", None), "interval", 1) or 1)
+    eval_interval = run.task.eval_interval
     progress.t_run = time.time()
     try:
         for epoch in range(progress.start_epoch, settings.epochs):
@@ -317,8 +321,9 @@ def _build_run(config: dict) -> _Run:
     task: Task = build_task(cfg)
     device = ray.train.torch.get_device()
     model, core, cost = _build_model(task, settings, device, rank, world, log)
-    dataset, sampler, loader, batch_size = _build_loader(task, seed, rank, world, log)
-    batches_per_epoch = max(1, len(loader))
+    batches = _build_batches(task, seed, rank, world, log)
+    batch_size = batches.batch_size
+    batches_per_epoch = max(1, len(batches))
     accum = settings.accumulate
     steps_per_epoch = math.ceil(batches_per_epoch / accum)
     if settings.iters:
@@ -329,7 +334,12 @@ def _build_run(config: dict) -> _Run:
     optim_cfg = dict(cfg.get("optimizer") or {"type": "Adam", "lr": 1e-3})
     base_lr = float(optim_cfg.get("lr", 1e-3))
     optim_cfg["lr"] = scaled_lr(base_lr, total_batch, settings)
-    optimizer = build_optimizer(core.parameters(), optim_cfg)
+    extras = task.trainable_extras()
+    params = list(core.parameters())
+    if extras is not None:
+        extras.to(device)
+        params += [p for p in extras.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, optim_cfg)
     sched_cfg = cfg.get("scheduler") or {}
     by_iter = bool(sched_cfg.get("by_iter", False))
     scheduler = build_scheduler(optimizer, sched_cfg,
@@ -339,15 +349,15 @@ def _build_run(config: dict) -> _Run:
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     note = " (this CPU has no native bf16, so fp32 is faster)" if settings.amp and precision == "fp32" else ""
     log.say(f"[train] {world} worker(s) on {device.type}, precision {precision}{note}, "
-            f"{len(dataset)} training samples, total batch {total_batch} = {batch_size}/worker x {world} "
+            f"{batches.describe()}, total batch {total_batch} = {batch_size}/worker x {world} "
             f"worker(s) x {accum} accumulation step(s)"
             + (", sync BN" if settings.sync_bn and world > 1 else ""))
     if settings.lr_scaling != "none":
         log.say(f"[train] lr {base_lr:.3g} -> {optim_cfg['lr']:.3g} ({settings.lr_scaling} scaling from "
                 f"base batch {settings.base_batch_size} to {total_batch})")
     return _Run(config=config, cfg=cfg, settings=settings, rank=rank, world=world, seed=seed, run_dir=run_dir,
-                log=log, task=task, device=device, model=model, core=core, cost=cost, dataset=dataset,
-                sampler=sampler, loader=loader, batch_size=batch_size, batches_per_epoch=batches_per_epoch,
+                log=log, task=task, device=device, model=model, core=core, cost=cost, batches=batches,
+                extras=extras, batch_size=batch_size, batches_per_epoch=batches_per_epoch,
                 total_batch=total_batch, optimizer=optimizer, scheduler=scheduler, by_iter=by_iter,
                 autocast=autocast, scaler=scaler)
 
@@ -379,23 +389,13 @@ def _build_model(task: Task, settings: TrainSettings, device: torch.device, rank
     return model, core, cost
 
 
-def _build_loader(task: Task, seed: int, rank: int, world: int,
-                  log: RunLog) -> tuple[Any, Any, DataLoader, int]:
-    """The training dataset, its sampler (distributed with several workers), the data loader and the
-    per-worker batch size."""
-    dataset = task.build_dataset("train")
-    if getattr(dataset, "index_source", None):
-        log.say(f"[data] annotation index {dataset.index_source} in {dataset.index_seconds:.2f} s")
-    batch_size = int(getattr(task.data, "batch_size", 32))
-    if world > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed,
-                                     drop_last=True)
-    else:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=len(dataset) >= batch_size * world,
-                        num_workers=task.data.loader_workers, worker_init_fn=loader_worker_init,
-                        collate_fn=task.collate, persistent_workers=task.data.loader_workers > 0)
-    return dataset, sampler, loader, batch_size
+def _build_batches(task: Task, seed: int, rank: int, world: int, log: RunLog) -> Any:
+    """The task's training batch source for this worker (one loader, or several interleaved)."""
+    batches = task.build_train_batches(seed, rank, world)
+    for dataset in getattr(batches, "datasets", None) or [getattr(batches, "dataset", None)]:
+        if getattr(dataset, "index_source", None):
+            log.say(f"[data] annotation index {dataset.index_source} in {dataset.index_seconds:.2f} s")
+    return batches
 
 
 def _resume(run: _Run) -> _Progress:
@@ -416,6 +416,8 @@ def _resume(run: _Run) -> _Progress:
         run.scheduler.load_state_dict(state["scheduler"])
         if run.scaler is not None and state.get("scaler"):
             run.scaler.load_state_dict(state["scaler"])
+        if run.extras is not None and state.get("task_state"):
+            run.extras.load_state_dict(state["task_state"])
         meta = state["meta"]
         progress.start_epoch = int(meta["epoch"]) + 1
         progress.best = meta.get("best")
@@ -431,15 +433,13 @@ def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> _EpochStats:
     """One pass over the loader: forward/backward per batch, an optimizer step every ``accumulate``
     batches, progress lines; stops early at ``max_iters`` optimizer steps."""
     settings, accum = run.settings, run.settings.accumulate
-    if hasattr(run.sampler, "set_epoch"):
-        run.sampler.set_epoch(epoch)
-    else:
-        run.sampler.generator.manual_seed(run.seed * 1000 + epoch)
-    run.dataset.set_epoch(epoch)
+    run.batches.set_epoch(epoch)
     run.model.train()
+    if run.extras is not None:
+        run.extras.train()
     stats = _EpochStats(t0=time.time())
     run.optimizer.zero_grad(set_to_none=True)
-    for it, batch in enumerate(run.loader):
+    for it, batch in enumerate(run.batches):
         if progress.startup_s is None and run.config.get("t_start"):
             progress.startup_s = time.time() - float(run.config["t_start"])
             run.log.say(f"[train] first training step {progress.startup_s:.1f} s after the launch")
@@ -480,7 +480,8 @@ def _forward_backward(run: _Run, progress: _Progress, stats: _EpochStats, batch:
     with sync:
         with run.autocast():
             outputs = model(images)
-        loss = run.task.loss(outputs, batch)
+        ctx = StepContext(model=run.core, epoch=epoch, global_step=progress.global_step, world=world)
+        loss, logs = run.task.train_loss(outputs, batch, ctx)
         bad = any_worker(not bool(torch.isfinite(loss)), world, device)
         if bad:
             where = f"epoch {epoch + 1}, iteration {it + 1} (step {progress.global_step + 1})"
@@ -497,6 +498,7 @@ def _forward_backward(run: _Run, progress: _Progress, stats: _EpochStats, batch:
             (run.scaler.scale(loss_for_grad) if run.scaler is not None else loss_for_grad).backward()
             stats.loss_sum += loss.item() * len(images)
             stats.n_seen += len(images)
+            stats.add_logs(logs, len(images))
     return bad
 
 
@@ -504,6 +506,8 @@ def _optimizer_step(run: _Run) -> None:
     """Unscale, clip, step (through the AMP scaler if any), zero the gradients, and step a
     per-iteration scheduler."""
     scaler, optimizer = run.scaler, run.optimizer
+    if run.extras is not None and run.world > 1:
+        _average_extra_grads(run.extras, run.world)
     if scaler is not None:
         scaler.unscale_(optimizer)
     if run.settings.grad_clip:
@@ -518,12 +522,24 @@ def _optimizer_step(run: _Run) -> None:
         run.scheduler.step()
 
 
+def _average_extra_grads(extras: torch.nn.Module, world: int) -> None:
+    """DDP averages the model's gradients; the task's own parameters (loss weights) are averaged
+    here so every worker keeps the same values. A missing gradient counts as zero."""
+    for p in extras.parameters():
+        if not p.requires_grad:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+
+
 def _log_progress(run: _Run, progress: _Progress, stats: _EpochStats, epoch: int, it: int) -> None:
     """Rank 0's progress line and TensorBoard scalars after iteration ``it``."""
     n = run.batches_per_epoch
     total_epochs = run.settings.epochs
     dt = time.time() - stats.t0
-    speed = (it + 1) * run.batch_size * run.world / max(dt, 1e-9)
+    speed = (stats.n_seen + stats.skipped * run.batch_size) * run.world / max(dt, 1e-9)
     done = (epoch - progress.start_epoch) * n + it + 1
     todo = (total_epochs - progress.start_epoch) * n - done
     eta = (time.time() - progress.t_run) / done * todo
@@ -543,6 +559,7 @@ def _end_epoch(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats, e
 
     settings, rank = run.settings, run.rank
     metrics = _epoch_faults(run, progress, epoch, stats)
+    metrics.update(_epoch_task_logs(run, epoch, stats))
     if not all(bool(torch.isfinite(t).all()) for t in run.core.state_dict().values() if t.is_floating_point()):
         raise StopRun(f"the weights are no longer finite after epoch {epoch + 1} (the model diverged); "
                       "the last good checkpoint is kept. Lower the learning rate")
@@ -575,6 +592,20 @@ def _end_epoch(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats, e
     return False
 
 
+def _epoch_task_logs(run: _Run, epoch: int, stats: _EpochStats) -> dict[str, float]:
+    """The epoch means of the task's step figures over all workers, handed to ``task.end_epoch``
+    (loss balancing that adapts per epoch); returns both for the epoch's metrics."""
+    parts = gather_lists([(stats.log_sums, stats.log_counts)], run.world)
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for part_sums, part_counts in parts:
+        for k, v in part_sums.items():
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + part_counts[k]
+    means = {k: sums[k] / max(1, counts[k]) for k in sorted(sums)}
+    return {**means, **run.task.end_epoch(epoch, means)}
+
+
 def _epoch_faults(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats) -> dict[str, Any]:
     """Gather the skipped samples of all workers, log them, stop the run past
     ``max_fault_fraction``; returns the epoch's training metrics."""
@@ -587,7 +618,7 @@ def _epoch_faults(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats
                                "loss": stats.loss_sum / max(1, stats.n_seen),
                                "lr": run.optimizer.param_groups[0]["lr"], "faults": len(all_faults),
                                "faults_total": progress.faults_total, "skipped_batches": stats.skipped,
-                               "epoch_time_s": time.time() - stats.t0}
+                               "epoch_time_s": time.time() - stats.t0, "samples": seen_total}
     if all_faults:
         run.log.say(f"[data] epoch {epoch + 1}: {len(all_faults)} sample(s) skipped (listed in "
                     f"logs/faults.txt): " + "; ".join(sorted(set(all_faults))[:5]))
@@ -637,7 +668,8 @@ def _save_epoch_checkpoint(run: _Run, progress: _Progress, epoch: int, ckpt_name
     ckpt_dir = run.run_dir / CHECKPOINTS / ckpt_name
     save_checkpoint(ckpt_dir / CKPT_FILE, run.core, meta=meta, optimizer=run.optimizer.state_dict(),
                     scheduler=run.scheduler.state_dict(),
-                    scaler=run.scaler.state_dict() if run.scaler is not None else None)
+                    scaler=run.scaler.state_dict() if run.scaler is not None else None,
+                    task_state=run.extras.state_dict() if run.extras is not None else None)
     record_latest(run.run_dir, ckpt_dir, epoch + 1, progress.global_step)
     prune_checkpoints(run.run_dir, run.settings.keep_checkpoints)
     return ray.train.Checkpoint.from_directory(str(ckpt_dir))

@@ -1,12 +1,24 @@
 """The Task interface: what the engine needs from a task, and nothing about Ray or training loops."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+
+
+@dataclass
+class StepContext:
+    """What a task's training loss may need beyond outputs and batch (GradNorm needs the model to
+    reach its last shared layer)."""
+
+    model: nn.Module       # the bare model (not the DDP wrapper): same parameters
+    epoch: int             # 0-based
+    global_step: int       # optimizer steps done so far
+    world: int = 1         # training workers
 
 
 class Task:
@@ -73,12 +85,59 @@ class Task:
         """Run inference on the validation split and compute the task's metrics."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ training hooks
+    # The engine's loop calls these; the defaults are one dataset and one loss. A composed task
+    # (MultiTask) replaces them with several sources, per-member losses and loss balancing.
+
+    @property
+    def eval_interval(self) -> int:
+        """Epochs between evaluations during training (``evaluation.interval``)."""
+        return int(getattr(getattr(self, "eval_cfg", None), "interval", 1) or 1)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        """The model heads this task's loss, inference and evaluation read."""
+        return ()
+
+    def build_train_batches(self, seed: int, rank: int = 0, world: int = 1) -> Any:
+        """The training batch source (``densepred.batching.TrainBatches``) of one worker."""
+        from ..batching import LoaderBatches
+
+        data = getattr(self, "data", None)
+        return LoaderBatches(self.build_dataset("train"), int(getattr(data, "batch_size", 32)),
+                             int(getattr(data, "loader_workers", 0)), self.collate, seed, rank, world)
+
+    def train_loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any],
+                   ctx: StepContext) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to back-propagate and named figures to log with it (averaged per epoch)."""
+        return self.loss(outputs, batch), {}
+
+    def trainable_extras(self) -> Optional[nn.Module]:
+        """Parameters outside the model that the optimizer trains with it (e.g. learned loss
+        weights); the engine keeps them equal on all workers and saves them with the run."""
+        return None
+
+    def end_epoch(self, epoch: int, mean_logs: Mapping[str, float]) -> dict[str, float]:
+        """Called on every worker after each epoch with the epoch means of ``train_loss``'s figures
+        over all workers; returns figures to log (e.g. new loss weights)."""
+        return {}
+
+    def extra_targets(self, split: str) -> Sequence[Any]:
+        """Image-aligned targets this task adds to a dataset of ``split`` it shares with another
+        task (same-input multi-task); see ``shared_input_key``."""
+        return ()
+
+    def shared_input_key(self) -> Optional[tuple]:
+        """Tasks with equal keys read the same training samples (same files, crops and
+        augmentation), so one dataset can feed them all; None: this task shares no input."""
+        return None
+
 
 def build_task(cfg: Mapping[str, Any]) -> Task:
     """Build the task named in ``cfg['task']['type']``."""
     from ..errors import ConfigError
     from ..registry import TASKS, lookup
-    from . import pose, segmentation  # noqa: F401  (registers tasks)
+    from . import multitask, person_mask, pose, segmentation  # noqa: F401  (registers tasks)
 
     section = cfg.get("task") or {}
     if "type" not in section:

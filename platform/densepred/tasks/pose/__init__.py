@@ -1,2 +1,2 @@
-"""Top-down human pose estimation (COCO keypoints). Importing registers the task's components."""
+"""Top-down human pose estimation (COCO keypoints, MPII). Importing registers the task's components."""
 from . import codec, evaluation, task  # noqa: F401

@@ -32,3 +32,13 @@ UPPER_BODY_IDS = list(range(11))
 LOWER_BODY_IDS = list(range(11, 17))
 
 PIXEL_STD = 200.0  # official unit of `scale`: a box of width 200 px has scale 1.0
+
+
+def _coco_meta():
+    from .keypoint_meta import make_meta
+
+    return make_meta("coco", KEYPOINT_NAMES, FLIP_PAIRS, SKELETON, UPPER_BODY_IDS, JOINT_WEIGHTS)
+
+
+#: the constants above as one KeypointMeta (what the pose task uses for ``data.format: coco``)
+COCO_META = _coco_meta()

@@ -274,7 +274,9 @@ class HeatmapCodec:
         sigma: Gaussian sigma in heatmap pixels.
         encoding: ``msra`` | ``dark`` | ``udp``.
         decoding: ``argmax`` | ``dark`` | ``udp`` (``udp`` requires ``encoding: udp``).
-        use_joint_weights: multiply target weights by the official COCO joint weights.
+        use_joint_weights: multiply target weights by ``joint_weights``.
+        joint_weights: per-joint loss weights (default: the official COCO ones); a data set's
+            ``KeypointMeta.joint_weights``.
         blur_kernel: DARK/UDP blur kernel size (odd); default derived from ``sigma`` (11 for 2).
 
     Pipeline contract: crop images and transform joints with :meth:`crop_transform` (UDP
@@ -284,7 +286,8 @@ class HeatmapCodec:
 
     def __init__(self, input_size: list[int], heatmap_size: list[int], sigma: float = 2.0,
                  encoding: str = "msra", decoding: str = "argmax",
-                 use_joint_weights: bool = False, blur_kernel: int | None = None) -> None:
+                 use_joint_weights: bool = False, blur_kernel: int | None = None,
+                 joint_weights: Sequence[float] | None = None) -> None:
         for name, val in (("input_size", input_size), ("heatmap_size", heatmap_size)):
             if (not isinstance(val, (list, tuple)) or len(val) != 2
                     or not all(isinstance(v, (int, np.integer)) and v > 1 for v in val)):
@@ -306,6 +309,7 @@ class HeatmapCodec:
         self.encoding = encoding
         self.decoding = decoding
         self.use_joint_weights = bool(use_joint_weights)
+        self.joint_weights = np.asarray(JOINT_WEIGHTS if joint_weights is None else joint_weights, np.float32)
         self.blur_kernel = int(blur_kernel) if blur_kernel is not None else default_blur_kernel(self.sigma)
 
     @property
@@ -328,9 +332,9 @@ class HeatmapCodec:
         jw = None
         if self.use_joint_weights:
             k = np.shape(joints)[-2]
-            if k != len(JOINT_WEIGHTS):
-                raise ValueError(f"use_joint_weights needs {len(JOINT_WEIGHTS)} COCO joints, got {k}")
-            jw = JOINT_WEIGHTS
+            if k != len(self.joint_weights):
+                raise ValueError(f"use_joint_weights has weights for {len(self.joint_weights)} joints, got {k}")
+            jw = self.joint_weights
         return generate_target(joints, joints_vis, self.input_size, self.heatmap_size, self.sigma,
                                joint_weights=jw, encoding=self.encoding)
 

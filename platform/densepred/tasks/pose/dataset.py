@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -42,11 +42,13 @@ from ...epoch import EpochAware
 from ...errors import DataError
 from ...imageio import read_rgb
 from .codec import HeatmapCodec
-from .coco_meta import NUM_KEYPOINTS
+from .coco_meta import COCO_META, NUM_KEYPOINTS
+from .crop_targets import RESERVED_KEYS as RESERVED_SAMPLE_KEYS, CropTarget, check_targets
 from .evaluation import load_coco_gt
 from .geometry import box_to_center_scale
+from .keypoint_meta import KeypointMeta
 from ...imagenorm import normalize
-from .transforms import AugmentConfig, augment, crop
+from .transforms import AugmentConfig, augment, crop, warp_channel
 
 
 @dataclass
@@ -59,6 +61,8 @@ class PersonRecord:
     joints_vis: np.ndarray   # (K, 3) 0/1
     score: float = 1.0
     area: float = 0.0
+    ann_id: int = -1         # COCO annotation id of a ground-truth person (MPII: the entry's
+                             # position in annot/<split>.json); -1 for a detection
 
 
 def resolve_image_dir(data_root: Path, split: str) -> Path:
@@ -115,6 +119,12 @@ def clean_box(bbox: list[float], width: int, height: int) -> Optional[list[float
     return None
 
 
+def _ann_id(ann: dict) -> int:
+    """The annotation's integer id, or -1 when it has none (its mask then cannot be looked up)."""
+    ann_id = ann.get("id")
+    return ann_id if type(ann_id) is int and 0 <= ann_id < 2**63 else -1
+
+
 def load_gt_persons(coco: Any, ann_file: Path, image_dir: Path, aspect_ratio: float,
                     num_keypoints: int = NUM_KEYPOINTS) -> list[PersonRecord]:
     """One record per non-crowd person with at least one labelled keypoint."""
@@ -155,7 +165,7 @@ def load_gt_persons(coco: Any, ann_file: Path, image_dir: Path, aspect_ratio: fl
             vis[:, 2] = 0
             center, scale = box_to_center_scale(*box, aspect_ratio=aspect_ratio)
             records.append(PersonRecord(image_id, str(image_dir / info["file_name"]), center, scale,
-                                        joints, vis, 1.0, float(box[2] * box[3])))
+                                        joints, vis, 1.0, float(box[2] * box[3]), _ann_id(ann)))
     return records
 
 
@@ -200,7 +210,7 @@ def load_detected_persons(coco: Any, bbox_file: Path, image_dir: Path, aspect_ra
 # --------------------------------------------------------------------------------------------
 # Annotation index cache
 # --------------------------------------------------------------------------------------------
-INDEX_FORMAT = 1  # layout of the .npz files; the key also covers the loader's source code
+INDEX_FORMAT = 2  # layout of the .npz files (2: ann_id added); the key also covers the loader's source code
 _log = logging.getLogger(__name__)
 
 
@@ -251,7 +261,8 @@ def index_path(cache_dir: Path, key: dict) -> Path:
 
 def save_index(path: Path, key: dict, records: list[PersonRecord], image_dir: Path) -> bool:
     """Write ``records`` (atomically) to ``path``; False when they do not fit the format."""
-    if not records or not all(type(r.image_id) is int and -2**63 <= r.image_id < 2**63 for r in records):
+    if not records or not all(type(r.image_id) is int and -2**63 <= r.image_id < 2**63
+                              and -1 <= r.ann_id < 2**63 for r in records):
         return False  # non-integer image ids are legal in a COCO file, just not cached
     prefix = str(image_dir) + os.sep
     names, index, seen = [], [], {}
@@ -274,6 +285,7 @@ def save_index(path: Path, key: dict, records: list[PersonRecord], image_dir: Pa
         "joints_vis": np.stack([r.joints_vis for r in records]),
         "score": np.array([r.score for r in records], np.float64),
         "area": np.array([r.area for r in records], np.float64),
+        "ann_id": np.array([r.ann_id for r in records], np.int64),
     }
 
     def write(tmp: str) -> None:
@@ -293,11 +305,11 @@ def load_index(path: Path, key: dict, image_dir: Path) -> list[PersonRecord]:
         if json.loads(str(z["key"][()])) != key:
             raise ValueError("written for other files or settings")
         a = {name: z[name] for name in ("image_id", "file_names", "file_index", "center", "scale",
-                                         "joints", "joints_vis", "score", "area")}
+                                         "joints", "joints_vis", "score", "area", "ann_id")}
     n = len(a["image_id"])
     k = key["num_keypoints"]
     shapes = {"file_index": (n,), "center": (n, 2), "scale": (n, 2), "joints": (n, k, 3),
-              "joints_vis": (n, k, 3), "score": (n,), "area": (n,)}
+              "joints_vis": (n, k, 3), "score": (n,), "area": (n,), "ann_id": (n,)}
     for name, shape in shapes.items():
         if a[name].shape != shape:
             raise ValueError(f"array {name} has shape {a[name].shape}, expected {shape}")
@@ -305,10 +317,10 @@ def load_index(path: Path, key: dict, image_dir: Path) -> list[PersonRecord]:
         raise ValueError("inconsistent file index")
     files = [str(image_dir / name) for name in a["file_names"].tolist()]
     ids, fidx = a["image_id"].tolist(), a["file_index"].tolist()
-    scores, areas = a["score"].tolist(), a["area"].tolist()
+    scores, areas, ann_ids = a["score"].tolist(), a["area"].tolist(), a["ann_id"].tolist()
     center, scale, joints, vis = a["center"], a["scale"], a["joints"], a["joints_vis"]
-    return [PersonRecord(ids[i], files[fidx[i]], center[i], scale[i], joints[i], vis[i], scores[i], areas[i])
-            for i in range(n)]
+    return [PersonRecord(ids[i], files[fidx[i]], center[i], scale[i], joints[i], vis[i], scores[i], areas[i],
+                         ann_ids[i]) for i in range(n)]
 
 
 @dataclass
@@ -318,18 +330,123 @@ class FaultLog:
     files: dict[str, str] = field(default_factory=dict)
 
 
-class CocoPoseDataset(EpochAware, Dataset):
-    """Top-down samples: the affine crop of one person, its target heatmaps and weights.
+class TopDownDataset(EpochAware, Dataset):
+    """Top-down samples of ``records`` (``PersonRecord``s): the affine crop of one person, its
+    target heatmaps and weights. Subclasses read a data set's files into ``records`` and call
+    ``_init_samples``; the sample code below is shared by every keypoint format.
 
     ``__getitem__`` returns a dict: ``image`` (3xHxW float32), ``target`` (KxhxW), ``target_weight``
     (Kx1), ``center``, ``scale``, ``rotation``, ``image_id``, ``score``, ``area``, ``index`` and
-    ``fault`` (empty, or the message of a per-sample fault: the sample then has zero weight).
+    ``fault`` (empty, or the message of a per-sample fault: the sample then has zero weight), plus
+    the arrays of every ``extra_targets`` entry (see ``crop_targets.CropTarget``), whose channels
+    get the image's augmentation and crop.
     """
+
+    records: list[PersonRecord]
+
+    def _init_samples(self, codec: HeatmapCodec, train: bool, augment_cfg: Optional[AugmentConfig],
+                      seed: int, strict_images: bool, extra_targets: Sequence[CropTarget],
+                      meta: KeypointMeta) -> None:
+        """The crop, augmentation and encoding settings every sample uses."""
+        self.codec = codec
+        self.input_size = tuple(codec.input_size)
+        self.aspect_ratio = self.input_size[0] / self.input_size[1]
+        self.train = train
+        self.augment_cfg = augment_cfg or AugmentConfig()
+        self.meta = meta
+        self._init_epoch(seed)
+        self.strict_images = strict_images
+        self.extra_targets = check_targets(extra_targets)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> dict[str, Any]:
+        """The crop as uint8 RGB plus joints in crop pixels (before normalisation and encoding), and
+        under ``extras`` each extra target's channel warped to the crop (None: no target)."""
+        r = self.records[index]
+        image = read_rgb(r.image_file)
+        channels = self._render_extras(r, image.shape[:2])
+        keys = [k for k, c in channels.items() if c is not None]
+        if keys:  # one array, so that the random flip moves the channels with the image
+            image = np.dstack([image] + [channels[k] for k in keys])
+        joints, vis, center, scale, rot = r.joints, r.joints_vis, r.center, r.scale, 0.0
+        if self.train:
+            image, joints, vis, center, scale, rot = augment(
+                image, joints, vis, center, scale, self.augment_cfg, self.aspect_ratio, self.rng(index),
+                self.meta)
+        for i, k in enumerate(keys):
+            channels[k] = image[:, :, 3 + i]
+        image = image[:, :, :3]
+        trans = self.codec.crop_transform(center, scale, rot)
+        patch, joints = crop(image, joints, vis, trans, self.input_size)
+        extras = {k: None if c is None else warp_channel(c, trans, self.input_size) for k, c in channels.items()}
+        return {"patch": patch, "joints": joints, "joints_vis": vis, "center": center, "scale": scale,
+                "rotation": rot, "extras": extras}
+
+    def _render_extras(self, record: PersonRecord, image_hw: tuple[int, int]) -> dict[str, Optional[np.ndarray]]:
+        """Each extra target's channel in image pixels (checked: one uint8 value per pixel)."""
+        out: dict[str, Optional[np.ndarray]] = {}
+        for t in self.extra_targets:
+            channel = t.render(record, image_hw)
+            if channel is not None and (channel.shape != tuple(image_hw) or channel.dtype != np.uint8):
+                raise ValueError(f"crop target {t.key!r} rendered a {channel.dtype} array of shape "
+                                 f"{channel.shape}; expected uint8 {tuple(image_hw)}")
+            out[t.key] = channel
+        return out
+
+    def _encode_extras(self, extras: Optional[dict[str, Optional[np.ndarray]]]) -> dict[str, torch.Tensor]:
+        """The tensors of every extra target; ``empty()`` for a faulty sample or a missing target."""
+        out: dict[str, torch.Tensor] = {}
+        for t in self.extra_targets:
+            warped = None if extras is None else extras.get(t.key)
+            arrays = t.empty() if warped is None else t.encode(warped)
+            for name, value in arrays.items():
+                if name in out or name in RESERVED_SAMPLE_KEYS:
+                    raise ValueError(f"crop target {t.key!r} returns the array {name!r}, which another "
+                                     "target or the pose sample already uses")
+                out[name] = torch.from_numpy(np.ascontiguousarray(value))
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        r = self.records[index]
+        fault = ""
+        try:
+            s = self.load(index)
+        except DataError as e:
+            if self.strict_images:
+                raise
+            fault = str(e)
+            w, h = self.input_size
+            s = {"patch": np.zeros((h, w, 3), np.uint8), "joints": r.joints, "joints_vis": r.joints_vis * 0,
+                 "center": r.center, "scale": r.scale, "rotation": 0.0, "extras": None}
+        target, weight = self.codec.encode(s["joints"], s["joints_vis"])
+        sample = {
+            "image": torch.from_numpy(normalize(s["patch"])),
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
+            "target_weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
+            "center": torch.as_tensor(s["center"], dtype=torch.float32),
+            "scale": torch.as_tensor(s["scale"], dtype=torch.float32),
+            "rotation": float(s["rotation"]),
+            "image_id": int(r.image_id),
+            "score": float(r.score),
+            "area": float(r.area),
+            "index": int(index),
+            "fault": fault,
+        }
+        if self.extra_targets:
+            sample.update(self._encode_extras(s["extras"]))
+        return sample
+
+
+class CocoPoseDataset(TopDownDataset):
+    """COCO person keypoints as top-down samples (see ``TopDownDataset`` for the sample dict):
+    ground-truth boxes, or detected ones for validation (``bbox_file``)."""
 
     def __init__(self, data_root: str | Path, split: str, codec: HeatmapCodec, train: bool,
                  ann_file: Optional[str | Path] = None, bbox_file: Optional[str | Path] = None,
                  det_score_thr: float = 0.0, augment_cfg: Optional[AugmentConfig] = None,
-                 seed: int = 0, strict_images: bool = False):
+                 seed: int = 0, strict_images: bool = False, extra_targets: Sequence[CropTarget] = ()):
         root = Path(data_root)
         if not root.is_dir():
             raise DataError(f"data_root {root} does not exist; set data_root to your COCO folder "
@@ -338,13 +455,7 @@ class CocoPoseDataset(EpochAware, Dataset):
         if not self.ann_file.is_absolute() and not self.ann_file.exists():
             self.ann_file = root / self.ann_file
         self.split = split
-        self.codec = codec
-        self.input_size = tuple(codec.input_size)
-        self.aspect_ratio = self.input_size[0] / self.input_size[1]
-        self.train = train
-        self.augment_cfg = augment_cfg or AugmentConfig()
-        self._init_epoch(seed)
-        self.strict_images = strict_images
+        self._init_samples(codec, train, augment_cfg, seed, strict_images, extra_targets, COCO_META)
         self.bbox_file: Optional[Path] = None
         if bbox_file and not train:
             bf = Path(bbox_file)
@@ -427,46 +538,3 @@ class CocoPoseDataset(EpochAware, Dataset):
                     and (self.bbox_file is None or file_sha256(self.bbox_file) == key["detections"]))
         except OSError:
             return False
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def load(self, index: int) -> dict[str, Any]:
-        """The crop as uint8 RGB plus joints in crop pixels (before normalisation and encoding)."""
-        r = self.records[index]
-        image = read_rgb(r.image_file)
-        joints, vis, center, scale, rot = r.joints, r.joints_vis, r.center, r.scale, 0.0
-        if self.train:
-            image, joints, vis, center, scale, rot = augment(
-                image, joints, vis, center, scale, self.augment_cfg, self.aspect_ratio, self.rng(index))
-        trans = self.codec.crop_transform(center, scale, rot)
-        patch, joints = crop(image, joints, vis, trans, self.input_size)
-        return {"patch": patch, "joints": joints, "joints_vis": vis, "center": center, "scale": scale,
-                "rotation": rot}
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        r = self.records[index]
-        fault = ""
-        try:
-            s = self.load(index)
-        except DataError as e:
-            if self.strict_images:
-                raise
-            fault = str(e)
-            w, h = self.input_size
-            s = {"patch": np.zeros((h, w, 3), np.uint8), "joints": r.joints, "joints_vis": r.joints_vis * 0,
-                 "center": r.center, "scale": r.scale, "rotation": 0.0}
-        target, weight = self.codec.encode(s["joints"], s["joints_vis"])
-        return {
-            "image": torch.from_numpy(normalize(s["patch"])),
-            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)),
-            "target_weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
-            "center": torch.as_tensor(s["center"], dtype=torch.float32),
-            "scale": torch.as_tensor(s["scale"], dtype=torch.float32),
-            "rotation": float(s["rotation"]),
-            "image_id": int(r.image_id),
-            "score": float(r.score),
-            "area": float(r.area),
-            "index": int(index),
-            "fault": fault,
-        }

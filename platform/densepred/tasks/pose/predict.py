@@ -26,6 +26,8 @@ from ...imagenorm import normalize
 from .dataset import as_box
 from .evaluation import to_coco_results
 from .geometry import box_to_center_scale
+from .coco_meta import COCO_META
+from .keypoint_meta import KeypointMeta
 from .visualize import draw_person
 
 DEFAULT_KPT_THR = 0.3
@@ -217,36 +219,44 @@ def person_boxes(frame: Frame, opts: PosePredictOptions) -> tuple[list[tuple[Box
     return kept, ""
 
 
+def crop_boxes(codec: Any, image: np.ndarray, boxes: list[Box]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The normalised network crops ``(N, 3, H_in, W_in)`` of person boxes and their centers and
+    scales ``(N, 2)`` (the crop geometry of ``codec``, no rotation)."""
+    w_in, h_in = codec.input_size
+    crops, centers, scales = [], [], []
+    for box in boxes:
+        c, s = box_to_center_scale(*box, aspect_ratio=w_in / h_in)
+        trans = codec.crop_transform(c, s, 0.0)
+        crops.append(normalize(cv2.warpAffine(image, trans, (w_in, h_in), flags=cv2.INTER_LINEAR)))
+        centers.append(c)
+        scales.append(s)
+    return np.stack(crops), np.stack(centers), np.stack(scales)
+
+
 @torch.no_grad()
 def estimate(task: Any, model: torch.nn.Module, image: np.ndarray, items: list[tuple[Box, float, str]],
              device: torch.device, batch_size: int = 32) -> list[dict]:
     """Keypoints (original image pixels) of each box, with the box and its score attached."""
-    codec = task.codec
-    w_in, h_in = codec.input_size
     persons: list[dict] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
-        crops, centers, scales = [], [], []
-        for box, _, _ in chunk:
-            c, s = box_to_center_scale(*box, aspect_ratio=w_in / h_in)
-            trans = codec.crop_transform(c, s, 0.0)
-            crops.append(normalize(cv2.warpAffine(image, trans, (w_in, h_in), flags=cv2.INTER_LINEAR)))
-            centers.append(c)
-            scales.append(s)
-        batch = {"center": torch.as_tensor(np.stack(centers)), "scale": torch.as_tensor(np.stack(scales)),
+        crops, centers, scales = crop_boxes(task.codec, image, [box for box, _, _ in chunk])
+        batch = {"center": torch.as_tensor(centers), "scale": torch.as_tensor(scales),
                  "image_id": [0] * len(chunk), "score": torch.as_tensor([s for _, s, _ in chunk])}
-        heatmaps = task.infer_heatmaps(model, torch.as_tensor(np.stack(crops)).to(device))
+        heatmaps = task.infer_heatmaps(model, torch.as_tensor(crops).to(device))
         for p, (box, _, src) in zip(task.persons_from_batch(heatmaps, batch), chunk):
             p["box"], p["box_source"] = box, src
             persons.append(p)
     return persons
 
 
-def draw_persons(image: np.ndarray, persons: list[dict], kpt_thr: float) -> tuple[np.ndarray, int]:
-    """A copy of the image with every person's box, score and keypoints above ``kpt_thr``; and the
-    number of keypoints drawn."""
+def draw_persons(image: np.ndarray, persons: list[dict], kpt_thr: float,
+                 meta: Optional[KeypointMeta] = None) -> tuple[np.ndarray, int]:
+    """A copy of the image with every person's box, score and keypoints above ``kpt_thr`` (skeleton
+    of ``meta``, COCO by default); and the number of keypoints drawn."""
     out = np.ascontiguousarray(image.copy())
-    drawn = sum(draw_person(out, p["box"], p["score"], p["keypoints"], kpt_thr) for p in persons)
+    meta = meta or COCO_META
+    drawn = sum(draw_person(out, p["box"], p["score"], p["keypoints"], kpt_thr, meta) for p in persons)
     return out, drawn
 
 
@@ -270,6 +280,17 @@ def run_prediction(task: Any, model: ModelOrLoader, source: Path, out_dir: Path,
     """Write ``results.json`` (COCO keypoint results), ``images.json`` (id -> file), ``boxes.json``
     (the boxes used) and pictures (``vis/*.jpg``, or ``<video>_pose.mp4``). ``model`` may be a
     callable that loads it: it is called only once every input and option has been checked."""
+    opts, src, out_dir, model = open_prediction(task, model, source, out_dir, boxes_file, device, det_thr,
+                                                kpt_thr, max_megapixels, detector)
+    return _predict_all(task, model, src, out_dir, opts, device)
+
+
+def open_prediction(task: Any, model: ModelOrLoader, source: Path, out_dir: Path, boxes_file: Optional[str],
+                    device: torch.device, det_thr: Optional[float], kpt_thr: Optional[float],
+                    max_megapixels: Optional[float], detector: Optional[str],
+                    ) -> tuple[PosePredictOptions, InputSource, Path, torch.nn.Module]:
+    """Check the options and the input, make the output folder, set up the box source, then load
+    the model (in that order: a mistake fails before anything slow); for every top-down task."""
     opts = resolve_options(task, boxes_file, det_thr, kpt_thr, detector)
     max_pixels = max_pixels_from_megapixels(max_megapixels)
     src = open_input(source, max_pixels, exclude=Path(out_dir))
@@ -282,8 +303,7 @@ def run_prediction(task: Any, model: ModelOrLoader, source: Path, out_dir: Path,
               "boxes (--boxes, COCO results format) give better results")
     if not isinstance(model, torch.nn.Module):
         model = model()
-    model = model.to(device).eval()
-    return _predict_all(task, model, src, out_dir, opts, device)
+    return opts, src, out_dir, model.to(device).eval()
 
 
 def _predict_all(task: Any, model: torch.nn.Module, src: InputSource, out_dir: Path,
@@ -301,8 +321,8 @@ def _predict_all(task: Any, model: torch.nn.Module, src: InputSource, out_dir: P
                 p["image_id"] = frame.image_id
             persons += found
             names[str(frame.image_id)] = frame.name
-            drawn, n_kpts = draw_persons(frame.image, found, opts.kpt_thr)
-            _write_picture(drawn, frame, sink, vis_dir)
+            drawn, n_kpts = draw_persons(frame.image, found, opts.kpt_thr, task.meta)
+            write_picture(drawn, frame, sink, vis_dir)
             progress_line(src, frame, _describe(found, note))
             reason = nothing_drawn_reason(found, n_kpts, note, opts.kpt_thr)
             if reason and sink is None:
@@ -318,7 +338,8 @@ def _predict_all(task: Any, model: torch.nn.Module, src: InputSource, out_dir: P
     return _write_outputs(src, out_dir, persons, names, sink)
 
 
-def _write_picture(drawn: np.ndarray, frame: Frame, sink: Optional[VideoSink], vis_dir: Path) -> None:
+def write_picture(drawn: np.ndarray, frame: Frame, sink: Optional[VideoSink], vis_dir: Path) -> None:
+    """One drawn frame: into the video, or as ``vis_dir/<stem>.jpg``."""
     if sink is not None:
         sink.write(drawn)
         return
@@ -335,12 +356,7 @@ def _describe(persons: list[dict], note: str) -> str:
 def _write_outputs(src: InputSource, out_dir: Path, persons: list[dict], names: dict[str, str],
                    sink: Optional[VideoSink]) -> dict[str, Any]:
     """results.json, images.json and boxes.json are written in every case, also with 0 persons."""
-    results = to_coco_results(persons)
-    used = [{"image_id": p["image_id"], "category_id": 1, "bbox": [round(v, 2) for v in p["box"]],
-             "score": round(float(p["score"]), 5), "source": p["box_source"]} for p in persons]
-    (out_dir / "results.json").write_text(json.dumps(results))
-    (out_dir / "images.json").write_text(json.dumps(names, indent=1))
-    (out_dir / "boxes.json").write_text(json.dumps(used))
+    results = write_pose_results(out_dir, persons, names)
     where = sink.path if sink is not None else out_dir / "vis"
     print(f"wrote {len(results)} person(s) for {len(names)} image(s): {out_dir / 'results.json'}, "
           f"pictures in {where}" + (f" ({src.fps:g} fps)" if sink is not None else ""))
@@ -348,3 +364,15 @@ def _write_outputs(src: InputSource, out_dir: Path, persons: list[dict], names: 
         print(f"note: {src.path.name} does not state its frame rate; the output uses {src.fps:g} fps")
     finish_skips(src, out_dir)
     return {"persons": len(results), "images": len(names), "skipped": len(src.skipped)}
+
+
+def write_pose_results(out_dir: Path, persons: list[dict], names: dict[str, str]) -> list[dict]:
+    """``results.json`` (COCO keypoint results), ``images.json`` (id -> file) and ``boxes.json``
+    (the boxes used) in ``out_dir``; returns the COCO results."""
+    results = to_coco_results(persons)
+    used = [{"image_id": p["image_id"], "category_id": 1, "bbox": [round(v, 2) for v in p["box"]],
+             "score": round(float(p["score"]), 5), "source": p["box_source"]} for p in persons]
+    (out_dir / "results.json").write_text(json.dumps(results))
+    (out_dir / "images.json").write_text(json.dumps(names, indent=1))
+    (out_dir / "boxes.json").write_text(json.dumps(used))
+    return results

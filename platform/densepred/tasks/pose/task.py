@@ -1,9 +1,11 @@
-"""Top-down pose task: COCO data, heatmap codec, joints MSE loss, flip-test inference, COCO OKS AP."""
+"""Top-down pose task: COCO or MPII data, heatmap codec, joints MSE loss, flip-test inference, COCO OKS AP
+or MPII PCKh (``data.format``)."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,11 +17,15 @@ from ...errors import ConfigError, DataError
 from ...registry import LOSSES, TASKS, build
 from ..base import Task
 from .codec import HeatmapCodec
-from .coco_meta import FLIP_PAIRS, PIXEL_STD
+from .coco_meta import PIXEL_STD
 from ...imageio import loader_worker_init
-from .dataset import CocoPoseDataset, resolve_image_dir
+from .crop_targets import CropTarget
+from .dataset import CocoPoseDataset, TopDownDataset, resolve_image_dir
 from .evaluation import STAT_NAMES, CocoKeypointMetric, evaluate_keypoints, format_table, load_results
 from .geometry import flip_back
+from .keypoint_meta import FORMATS, KeypointMeta, keypoint_meta
+from . import mpii_dataset as mpii
+from .pckh import PCKH_NAMES, evaluate_pckh, format_pckh_table, load_gt, load_predictions
 from .transforms import AugmentConfig
 
 
@@ -40,8 +46,10 @@ class JointsMSELoss(nn.Module):
 
 @dataclass
 class PoseData:
-    """``data`` section of a pose task YAML (see tasks/pose_coco.yaml for each key)."""
+    """``data`` section of a pose task YAML (see tasks/pose_coco.yaml and configs/datasets/mpii.yaml)."""
 
+    format: str = setting("coco", choices=FORMATS, hint="keypoint data set layout and metric: coco (OKS AP) "
+                                                       "or mpii (PCKh)")
     train_split: str = "train2017"
     val_split: str = "val2017"
     input_size: list[int] = setting(factory=lambda: [192, 256], ge=8, le=4096, hint="[W, H] of the network input crop")
@@ -85,24 +93,67 @@ HEATMAP_STRIDE = 4  # input pixels per heatmap pixel for every pose head (HRNet 
 
 @TASKS.register_module()
 class PoseTask(Task):
+    """Top-down pose. ``data.format`` picks the keypoints (``meta``: COCO's 17 or MPII's 16 joints),
+    the data set layout and the metric (COCO OKS AP or MPII PCKh); ``primary_metric`` and
+    ``metric_names`` follow it once ``validate`` ran."""
+
     primary_metric = "AP"
     metric_names = STAT_NAMES
+    head_names = ("pose",)  # overrides Task.head_names (a property there)
 
     def validate(self) -> None:
+        self.validate_crops()
+        mpii_format = self.data.format == "mpii"
+        self.primary_metric = "PCKh" if mpii_format else "AP"
+        self.metric_names = PCKH_NAMES if mpii_format else STAT_NAMES
+        self._check_config_keypoints()
+        task = self.task_section(allowed=("type", "loss", "stack_weights"))
+        self.criterion = build(LOSSES, task.get("loss") or {"type": "JointsMSELoss"}, "task.loss")
+        self.stack_weights = self._parse_stack_weights(task.get("stack_weights"))
+
+    def validate_crops(self) -> None:
+        """Parse what the top-down crop pipeline needs (``data``, ``data.augment``, ``evaluation``)
+        and build the codec; tasks on the same crops (PersonMaskTask) share it."""
         cfg = self.cfg
         self.data = parse_section(cfg, "data", PoseData)
         self.eval_cfg = parse_section(cfg, "evaluation", PoseEval)
         self.augment = parse_section(cfg, "data.augment", AugmentConfig)
         self._check_heatmap_size()
+        #: the data set's keypoints: names, flip pairs, skeleton, upper body, joint weights
+        self.meta: KeypointMeta = keypoint_meta(self.data.format)
         self.codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
-                                  self.data.encoding, self.data.decoding, self.data.use_joint_weights)
-        task = self.task_section(allowed=("type", "loss", "stack_weights"))
-        self.criterion = build(LOSSES, task.get("loss") or {"type": "JointsMSELoss"}, "task.loss")
-        self.stack_weights = self._parse_stack_weights(task.get("stack_weights"))
-        self._val: Optional[CocoPoseDataset] = None
+                                  self.data.encoding, self.data.decoding, self.data.use_joint_weights,
+                                  joint_weights=self.meta.joint_weights)
+        if self.data.format == "mpii" and self.val_bbox_file():
+            raise ConfigError(f"{self._where('bbox_file')}: bbox_file applies to COCO only; MPII is evaluated "
+                              "on its annotated persons, so set bbox_file: null")
+        self._val: Optional[TopDownDataset] = None
 
     def _where(self, key: str) -> str:
         return getattr(self.cfg, "where", lambda _k: "config")(key)
+
+    def _keypoint_mismatch(self, count: Any, key: str) -> ConfigError:
+        n = self.meta.num_keypoints
+        return ConfigError(f"{self._where(key)}: {key} gives {count} keypoints but data.format "
+                           f"{self.data.format} has {n}; set model.heads.pose.num_keypoints={n} (a Stacked "
+                           f"Hourglass also model.backbone.oup_dim={n})")
+
+    def _check_config_keypoints(self) -> None:
+        """``model.heads.pose.num_keypoints``, when the config sets it, is the data set's joint count
+        (caught here, before a model is built or a worker started)."""
+        heads = (self.cfg.get("model") or {}).get("heads") or {}
+        pose = heads.get("pose") if isinstance(heads, Mapping) else None
+        count = pose.get("num_keypoints") if isinstance(pose, Mapping) else None
+        if count is not None and count != self.meta.num_keypoints:
+            raise self._keypoint_mismatch(count, "model.heads.pose.num_keypoints")
+
+    def _check_head_keypoints(self, head: nn.Module) -> None:
+        """The built pose head's output count (its ``num_keypoints`` or final conv) fits ``meta``."""
+        count = getattr(head, "num_keypoints", None)
+        if count is None:
+            count = getattr(getattr(head, "final_layer", None), "out_channels", None)
+        if isinstance(count, int) and count != self.meta.num_keypoints:
+            raise self._keypoint_mismatch(count, "model.heads.pose")
 
     def _parse_stack_weights(self, value: Any) -> Optional[list[float]]:
         """``task.stack_weights``: one loss weight per stack of a multi-stack model; null = 1.0 each."""
@@ -137,8 +188,10 @@ class PoseTask(Task):
         that returns one prediction per stack says how many in ``num_outputs``)."""
         model = super().build_model()
         heads = getattr(model, "heads", None)
-        if self.stack_weights is not None and heads is not None and "pose" in heads:
-            self._weights_for(int(getattr(heads["pose"], "num_outputs", 1)))
+        if heads is not None and "pose" in heads:
+            self._check_head_keypoints(heads["pose"])
+            if self.stack_weights is not None:
+                self._weights_for(int(getattr(heads["pose"], "num_outputs", 1)))
         return model
 
     def _check_heatmap_size(self) -> None:
@@ -164,12 +217,15 @@ class PoseTask(Task):
 
     @property
     def data_root(self) -> str:
-        return self.cfg.get("data_root") or "data/coco"
+        return self.cfg.get("data_root") or f"data/{self.data.format}"
 
     def preflight(self) -> None:
         """The dataset files exist (annotations, image folders, detections): cheap checks on the
         driver, so that a wrong path never reaches a Ray worker."""
         super().preflight()
+        if self.data.format == "mpii":
+            self._preflight_mpii()
+            return
         root = Path(self.data_root)
         if not root.is_dir():
             raise DataError(f"data_root {root} does not exist; set data_root to your COCO folder "
@@ -180,20 +236,60 @@ class PoseTask(Task):
             if not ann.is_file():
                 raise DataError(f"{ann}: COCO annotation file not found; check data_root and data.{key}")
             resolve_image_dir(root, split)
-        bbox = self.cfg.get("bbox_file")
+        bbox = self.val_bbox_file()
         if bbox:
             bf = Path(bbox) if Path(bbox).is_absolute() or Path(bbox).exists() else root / bbox
             if not bf.is_file():
                 raise DataError(f"person detection file {bf} not found (set bbox_file: null to use "
                                 "ground-truth boxes)")
 
-    def build_dataset(self, split: str, strict_images: bool = False) -> CocoPoseDataset:
+    def _preflight_mpii(self) -> None:
+        """The official MPII layout: annot/<split>.json for both splits, the PCKh ground truth of the
+        validation split and the image folder."""
+        root = Path(self.data_root)
+        if not root.is_dir():
+            raise DataError(f"data_root {root} does not exist; set data_root to your MPII folder "
+                            "(--set data_root=...) or make the demo set with `platform data demo --task mpii`")
+        for key in ("train_split", "val_split"):
+            ann = mpii.annot_file(root, getattr(self.data, key))
+            if not ann.is_file():
+                raise DataError(f"{ann}: MPII annotation file not found; check data_root and data.{key}")
+        gt = mpii.gt_file(root, self.data.val_split)
+        if not gt.is_file():
+            raise DataError(f"{gt}: PCKh ground truth not found (official annot/gt_<val_split>.mat); "
+                            "check data_root and data.val_split")
+        mpii.image_dir(root)
+
+    def val_bbox_file(self) -> Optional[str]:
+        """The person detections the validation split uses (``bbox_file``); None: ground-truth boxes."""
+        return self.cfg.get("bbox_file")
+
+    def build_dataset(self, split: str, strict_images: bool = False,
+                      extra_targets: Sequence[CropTarget] = ()) -> TopDownDataset:
+        """The crops of ``split``; ``extra_targets`` (another task's image-aligned targets) get the
+        same augmentation and crop as the image."""
         train = split == "train"
         name = self.data.train_split if train else self.data.val_split
+        if self.data.format == "mpii":
+            return mpii.MpiiPoseDataset(self.data_root, name, self.codec, train=train, augment_cfg=self.augment,
+                                        seed=int(self.cfg.get("seed", 0)), strict_images=strict_images,
+                                        extra_targets=extra_targets)
         return CocoPoseDataset(self.data_root, name, self.codec, train=train,
-                               bbox_file=None if train else self.cfg.get("bbox_file"),
+                               bbox_file=None if train else self.val_bbox_file(),
                                det_score_thr=self.data.det_score_thr, augment_cfg=self.augment,
-                               seed=int(self.cfg.get("seed", 0)), strict_images=strict_images)
+                               seed=int(self.cfg.get("seed", 0)), strict_images=strict_images,
+                               extra_targets=extra_targets)
+
+    def extra_targets(self, split: str) -> Sequence[CropTarget]:
+        """Pose targets come from the records themselves: nothing to add to a shared dataset."""
+        return ()
+
+    def shared_input_key(self) -> tuple:
+        """Everything that fixes the training crops: the files, crop geometry, augmentation and seed
+        (not the heatmap encoding, which only shapes the pose targets)."""
+        return (f"{self.data.format}-topdown", str(Path(self.data_root).resolve()), self.data.train_split,
+                tuple(self.data.input_size), tuple(self.data.heatmap_size), self.codec.udp,
+                tuple(sorted(vars(self.augment).items())), int(self.cfg.get("seed", 0)))
 
     def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
         """The criterion on the pose heatmaps. A multi-stack head (output ``(N, S, K, h, w)``, one
@@ -219,7 +315,7 @@ class PoseTask(Task):
         heatmaps = final_heatmaps(model(images)["pose"]).float()
         if self.eval_cfg.flip_test:
             flipped = final_heatmaps(model(images.flip(3))["pose"]).float()
-            heatmaps = (heatmaps + flip_back(flipped, FLIP_PAIRS, shift=self.codec.flip_shift)) * 0.5
+            heatmaps = (heatmaps + flip_back(flipped, self.meta.flip_pairs, shift=self.codec.flip_shift)) * 0.5
         return heatmaps
 
     def persons_from_batch(self, heatmaps: torch.Tensor, batch: Mapping[str, Any]) -> list[dict]:
@@ -236,9 +332,11 @@ class PoseTask(Task):
                 "area": float(scales[i][0] * scales[i][1] * PIXEL_STD * PIXEL_STD),
                 "center": centers[i], "scale": scales[i],
             })
+            if "index" in batch:  # position in the dataset (MPII scores predictions in val order)
+                out[-1]["index"] = int(batch["index"][i])
         return out
 
-    def val_dataset(self) -> CocoPoseDataset:
+    def val_dataset(self) -> TopDownDataset:
         if self._val is None:
             self._val = self.build_dataset("val")
         return self._val
@@ -248,44 +346,72 @@ class PoseTask(Task):
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
                           worker_init_fn=loader_worker_init, persistent_workers=False, collate_fn=self.collate)
 
+    def _val_persons(self, model: nn.Module, ds: TopDownDataset, device: torch.device,
+                     progress: Optional[Callable[[int, int], None]], autocast: Optional[Callable[[], Any]],
+                     faults: list[str]) -> Iterator[list[dict]]:
+        """Per validation batch, the decoded persons of the samples without a fault (each with its
+        dataset ``index``); the messages of the faulty samples are appended to ``faults``."""
+        was_training = model.training
+        model.eval()
+        try:
+            loader = self.loader(ds, self.data.val_batch_size)
+            for step, batch in enumerate(loader):
+                with (autocast() if autocast is not None else contextlib.nullcontext()):
+                    heatmaps = self.infer_heatmaps(model, batch["image"].to(device))
+                persons = self.persons_from_batch(heatmaps, batch)
+                faults += [f for f in batch["fault"] if f]
+                yield [p for p, f in zip(persons, batch["fault"]) if not f]
+                if progress:
+                    progress(step + 1, len(loader))
+        finally:
+            model.train(was_training)
+
     def evaluate(self, model: nn.Module, out_dir: Optional[Path], device: torch.device,
                  progress: Optional[Callable[[int, int], None]] = None,
                  autocast: Optional[Callable[[], Any]] = None) -> dict[str, float]:
-        """COCO keypoint AP of ``model`` on the validation split (official rescoring + OKS NMS)."""
+        """COCO keypoint AP (official rescoring + OKS NMS) or, for ``data.format: mpii``, PCKh of
+        ``model`` on the validation split; ``faults`` counts samples whose image could not be read."""
         ds = self.val_dataset()
-        metric = CocoKeypointMetric(str(ds.ann_file), use_nms=self.eval_cfg.use_nms,
-                                    soft_nms=self.eval_cfg.soft_nms, oks_thre=self.eval_cfg.oks_thre,
-                                    in_vis_thre=self.eval_cfg.in_vis_thre)
-        was_training = model.training
-        model.eval()
         faults: list[str] = []
-        loader = self.loader(ds, self.data.val_batch_size)
-        for step, batch in enumerate(loader):
-            keep = [i for i, f in enumerate(batch["fault"]) if not f]
-            faults += [f for f in batch["fault"] if f]
-            images = batch["image"].to(device)
-            if autocast is not None:
-                with autocast():
-                    heatmaps = self.infer_heatmaps(model, images)
-            else:
-                heatmaps = self.infer_heatmaps(model, images)
-            persons = self.persons_from_batch(heatmaps, batch)
-            metric.process([persons[i] for i in keep])
-            if progress:
-                progress(step + 1, len(loader))
-        model.train(was_training)
-        stats = metric.compute(out_dir)
+        persons = self._val_persons(model, ds, device, progress, autocast, faults)
+        if self.data.format == "mpii":
+            stats = self._pckh(persons, ds, out_dir)
+        else:
+            metric = CocoKeypointMetric(str(ds.ann_file), use_nms=self.eval_cfg.use_nms,
+                                        soft_nms=self.eval_cfg.soft_nms, oks_thre=self.eval_cfg.oks_thre,
+                                        in_vis_thre=self.eval_cfg.in_vis_thre)
+            for batch_persons in persons:
+                metric.process(batch_persons)
+            stats = metric.compute(out_dir)
         if faults:
             stats["faults"] = float(len(faults))
         return stats
 
+    def _pckh(self, persons: Iterator[list[dict]], ds: TopDownDataset, out_dir: Optional[Path]) -> dict[str, float]:
+        """PCKh of the predictions in val order; writes the official ``pred.mat`` into ``out_dir``.
+        A faulty sample keeps a NaN prediction: its labelled joints count as misses."""
+        gt = load_gt(ds.gt_file)  # before inference: a bad file fails fast
+        preds = np.full((len(ds), self.meta.num_keypoints, 2), np.nan, np.float32)
+        for batch_persons in persons:
+            for p in batch_persons:
+                preds[p["index"]] = p["keypoints"][:, :2]
+        return evaluate_pckh(preds, gt, out_dir, gt_name=ds.gt_file)
+
     def evaluate_file(self, results_file: str | Path, out_dir: Optional[Path] = None) -> dict[str, float]:
-        """Score a COCO keypoint results file against the validation annotations (no NMS, as given)."""
+        """Score a results file against the validation ground truth: a COCO keypoint results file (no
+        NMS, as given), or for MPII the official ``pred.mat`` (1-based) or a JSON list of 16x2 / 16x3
+        arrays in val order (0-based)."""
+        if self.data.format == "mpii":
+            gt_path = mpii.gt_file(self.data_root, self.data.val_split)
+            gt = load_gt(gt_path)
+            return evaluate_pckh(load_predictions(results_file, gt.num_persons), gt, out_dir, gt_name=gt_path)
         ann = Path(self.data_root) / "annotations" / f"person_keypoints_{self.data.val_split}.json"
         return evaluate_keypoints(str(ann), load_results(results_file),
                                   out_json=(out_dir / "metrics.json") if out_dir else None)
 
     def format_metrics(self, stats: Mapping[str, float]) -> str:
+        if self.data.format == "mpii":
+            return format_pckh_table(stats)
         return format_table(dict(stats), title="COCO keypoint evaluation (pycocotools)")
 
     # ------------------------------------------------------------------ inspection
@@ -310,7 +436,8 @@ class PoseTask(Task):
                                 center=np.asarray(s["center"], np.float32), scale=np.asarray(s["scale"], np.float32),
                                 rotation=np.float32(s["rotation"]), image_file=r.image_file)
             kp = np.concatenate([s["joints"][:, :2], s["joints_vis"][:, :1]], axis=1)
-            panel = heatmap_panel(draw_skeleton(s["patch"], kp, thr=0.5, radius=2, thickness=1), target)
+            drawn = draw_skeleton(s["patch"], kp, thr=0.5, radius=2, thickness=1, meta=self.meta)
+            panel = heatmap_panel(drawn, target)
             panel = cv2.resize(panel, (panel.shape[1] * 2, panel.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
             cv2.imwrite(str(out_dir / f"{stem}.jpg"), panel[:, :, ::-1])
         return n

@@ -7,15 +7,16 @@ is reproducible per worker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
 from ...config import setting
 
-from .coco_meta import FLIP_PAIRS, PIXEL_STD, UPPER_BODY_IDS
+from .coco_meta import COCO_META, PIXEL_STD
 from .geometry import affine_transform, fliplr_joints
+from .keypoint_meta import KeypointMeta
 
 
 @dataclass
@@ -31,11 +32,12 @@ class AugmentConfig:
 
 
 def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: float,
-                  rng: np.random.Generator) -> Optional[tuple[np.ndarray, np.ndarray]]:
+                  rng: np.random.Generator, upper_body_ids: Sequence[int] = COCO_META.upper_body_ids,
+                  ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Box around the upper or lower body (official ``half_body_transform``); None if too few joints."""
     visible = joints_vis[:, 0] > 0
     upper_mask = np.zeros(len(joints), bool)
-    upper_mask[UPPER_BODY_IDS] = True
+    upper_mask[list(upper_body_ids)] = True
     upper = joints[visible & upper_mask]
     lower = joints[visible & ~upper_mask]
     if rng.standard_normal() < 0.5 and len(upper) > 2:
@@ -56,12 +58,14 @@ def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: floa
 
 
 def augment(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, center: np.ndarray,
-            scale: np.ndarray, aug: AugmentConfig, aspect_ratio: float, rng: np.random.Generator):
-    """Random half-body, scale, rotation and flip. Returns (image, joints, joints_vis, center, scale, rot)."""
+            scale: np.ndarray, aug: AugmentConfig, aspect_ratio: float, rng: np.random.Generator,
+            meta: KeypointMeta = COCO_META):
+    """Random half-body, scale, rotation and flip (``meta``: the data set's upper body and flip
+    pairs). Returns (image, joints, joints_vis, center, scale, rot)."""
     center, scale = center.copy(), scale.copy()
     if aug.half_body_prob > 0 and joints_vis[:, 0].sum() > aug.half_body_min_joints \
             and rng.random() < aug.half_body_prob:
-        hb = half_body_box(joints, joints_vis, aspect_ratio, rng)
+        hb = half_body_box(joints, joints_vis, aspect_ratio, rng, meta.upper_body_ids)
         if hb is not None:
             center, scale = hb
     sf, rf = aug.scale_factor, aug.rotation_factor
@@ -69,7 +73,7 @@ def augment(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, cente
     rot = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2)) if rng.random() <= aug.rotation_prob else 0.0
     if aug.flip and rng.random() <= 0.5:
         image = image[:, ::-1, :]
-        joints, joints_vis = fliplr_joints(joints, joints_vis, image.shape[1], FLIP_PAIRS)
+        joints, joints_vis = fliplr_joints(joints, joints_vis, image.shape[1], meta.flip_pairs)
         center[0] = image.shape[1] - center[0] - 1
     return image, joints, joints_vis, center, scale, rot
 
@@ -84,3 +88,9 @@ def crop(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, trans: n
     if vis.any():
         joints[vis, :2] = affine_transform(joints[vis, :2], trans)
     return patch, joints
+
+
+def warp_channel(channel: np.ndarray, trans: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Warp one ``(H, W)`` image channel (e.g. a mask) to the crop with the image's matrix ``trans``."""
+    return cv2.warpAffine(np.ascontiguousarray(channel), trans, (int(input_size[0]), int(input_size[1])),
+                          flags=cv2.INTER_LINEAR)

@@ -4,44 +4,41 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .coco_meta import SKELETON
+from .coco_meta import COCO_META
+from .keypoint_meta import KeypointMeta
 
 # Left limbs warm, right limbs cool, centre green: left/right mistakes are visible at a glance.
 _LEFT, _RIGHT, _MID = (255, 128, 0), (0, 160, 255), (60, 200, 60)
+_SIDE_COLOUR = {"L": _LEFT, "R": _RIGHT, "M": _MID}
 
 
-def _limb_color(a: int, b: int) -> tuple[int, int, int]:
-    side = {i: ("L" if i % 2 == 1 else "R") for i in range(1, 17)}
-    sa, sb = side.get(a, "M"), side.get(b, "M")
-    if sa == sb == "L":
-        return _LEFT
-    if sa == sb == "R":
-        return _RIGHT
-    return _MID
+def _limb_color(a: int, b: int, meta: KeypointMeta = COCO_META) -> tuple[int, int, int]:
+    sa, sb = meta.side(a), meta.side(b)
+    return _SIDE_COLOUR[sa] if sa == sb else _MID
 
 
 def draw_skeleton(image_rgb: np.ndarray, keypoints: np.ndarray, thr: float = 0.2,
-                  radius: int = 3, thickness: int = 2) -> np.ndarray:
+                  radius: int = 3, thickness: int = 2, meta: KeypointMeta = COCO_META) -> np.ndarray:
     """Draw one person's (K, 3) keypoints (x, y, confidence or visibility) on a copy of the image."""
     out = np.ascontiguousarray(image_rgb.copy())
-    draw_keypoints(out, keypoints, thr, radius, thickness)
+    draw_keypoints(out, keypoints, thr, radius, thickness, meta=meta)
     return out
 
 
 def draw_keypoints(out: np.ndarray, keypoints: np.ndarray, thr: float, radius: int = 3,
-                   thickness: int = 2) -> int:
-    """Draw, in place, the limbs and keypoints whose confidence is above ``thr``; returns how many
-    keypoints were drawn."""
+                   thickness: int = 2, meta: KeypointMeta = COCO_META) -> int:
+    """Draw, in place, the limbs (``meta.skeleton``) and keypoints whose confidence is above
+    ``thr``; returns how many keypoints were drawn."""
     kp = np.asarray(keypoints, dtype=np.float32)
-    for a, b in SKELETON:
+    for a, b in meta.skeleton:
         if kp[a, 2] > thr and kp[b, 2] > thr:
             pa = tuple(int(round(v)) for v in kp[a, :2])
             pb = tuple(int(round(v)) for v in kp[b, :2])
-            cv2.line(out, pa, pb, _limb_color(a, b), thickness, cv2.LINE_AA)
+            cv2.line(out, pa, pb, _limb_color(a, b, meta), thickness, cv2.LINE_AA)
     drawn = 0
     for i, (x, y, c) in enumerate(kp):
         if c > thr:
-            color = _LEFT if i % 2 == 1 else (_RIGHT if i > 0 else _MID)
+            color = _SIDE_COLOUR[meta.side(i)]
             cv2.circle(out, (int(round(x)), int(round(y))), radius, color, -1, cv2.LINE_AA)
             drawn += 1
     return drawn
@@ -50,7 +47,8 @@ def draw_keypoints(out: np.ndarray, keypoints: np.ndarray, thr: float, radius: i
 _BOX = (255, 255, 0)
 
 
-def draw_person(out: np.ndarray, box: list[float], score: float, keypoints: np.ndarray, kpt_thr: float) -> int:
+def draw_person(out: np.ndarray, box: list[float], score: float, keypoints: np.ndarray, kpt_thr: float,
+                meta: KeypointMeta = COCO_META) -> int:
     """Draw, in place, a person's box with its score and the keypoints above ``kpt_thr``. Line widths
     grow with the image so that drawings stay visible on large photos. Returns keypoints drawn."""
     unit = max(1.0, min(out.shape[:2]) / 400)
@@ -62,7 +60,8 @@ def draw_person(out: np.ndarray, box: list[float], score: float, keypoints: np.n
     ty = p1[1] - 2 if p1[1] - th - base >= 0 else p1[1] + th + 2  # above the box, or inside at the top
     cv2.rectangle(out, (p1[0], ty - th - 1), (p1[0] + tw + 2, ty + base - 1), _BOX, -1)
     cv2.putText(out, text, (p1[0] + 1, ty - 1), font, scale, (0, 0, 0), max(1, int(unit)), cv2.LINE_AA)
-    return draw_keypoints(out, keypoints, kpt_thr, radius=int(round(3 * unit)), thickness=int(round(2 * unit)))
+    return draw_keypoints(out, keypoints, kpt_thr, radius=int(round(3 * unit)), thickness=int(round(2 * unit)),
+                          meta=meta)
 
 
 def heatmap_panel(patch_rgb: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -65,11 +65,17 @@ def run_prediction(task: Any, model: ModelOrLoader, source: Path, out_dir: Path,
 
 
 def _write_image_outputs(out_dir: Path, frame: Frame, pred: np.ndarray) -> None:
-    stem = output_stem(frame.name)
-    (out_dir / "labelIds").mkdir(exist_ok=True)
+    write_label_ids(out_dir, frame, pred)
     (out_dir / "vis").mkdir(exist_ok=True)
-    cv2.imwrite(str(out_dir / "labelIds" / f"{stem}_labelIds.png"), train_ids_to_label_ids(pred))
-    cv2.imwrite(str(out_dir / "vis" / f"{stem}.jpg"), overlay(frame.image, pred)[:, :, ::-1])
+    cv2.imwrite(str(out_dir / "vis" / f"{output_stem(frame.name)}.jpg"), overlay(frame.image, pred)[:, :, ::-1])
+
+
+def write_label_ids(out_dir: Path, frame: Frame, pred: np.ndarray) -> Path:
+    """``out_dir/labelIds/<stem>_labelIds.png``: a frame's trainIds as Cityscapes labelIds."""
+    (out_dir / "labelIds").mkdir(exist_ok=True)
+    path = out_dir / "labelIds" / f"{output_stem(frame.name)}_labelIds.png"
+    cv2.imwrite(str(path), train_ids_to_label_ids(pred))
+    return path
 
 
 def _summary(src: InputSource, out_dir: Path, sink: Optional[VideoSink], done: int) -> None:

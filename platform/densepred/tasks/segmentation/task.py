@@ -104,6 +104,7 @@ class SegInference:
 @TASKS.register_module()
 class SegmentationTask(Task):
     primary_metric = "mIoU"
+    head_names = ("seg",)
     metric_names = ("mIoU", "aAcc") + tuple(f"IoU.{name}" for name in CLASS_NAMES)
 
     def validate(self) -> None:
