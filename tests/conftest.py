@@ -13,6 +13,8 @@ REFERENCE = REPO.parent / "shared" / "reference"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 # The annotation index cache of the suite stays out of the user's ~/.cache (Ray workers inherit it).
 os.environ.setdefault("DENSEPRED_CACHE", os.path.join(tempfile.gettempdir(), f"densepred-test-cache-{os.getpid()}"))
+# `platform eval/predict` measure inference candidates first (10 s by default): a short one is enough here.
+os.environ.setdefault("DENSEPRED_INFERENCE_BUDGET_S", "1")
 
 
 @pytest.fixture(scope="session")

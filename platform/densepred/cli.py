@@ -168,6 +168,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise PlatformError("give --checkpoint CKPT (a model to run) or --predictions FILE (results to score)")
         model = task.build_model()
         print(load_checkpoint(model, args.checkpoint).summary())
+        if not args.eager:
+            from .inference import optimize_for_task
+
+            model, plan = optimize_for_task(task, model, getattr(getattr(task, "data", None), "val_batch_size", 1))
+            print(plan, flush=True)
         stats = task.evaluate(model, out_dir, torch.device("cpu"),
                               progress=_progress("eval"))
     if baselines:
@@ -202,6 +207,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     for line in describe_system(args.address):
         print(line)
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    if args.out:
+        if Path(args.out).is_dir():
+            raise PlatformError(f"--out {args.out} is a folder; give a JSON file name, e.g. "
+                                f"{Path(args.out) / 'bench.json'}")
+        ensure_out_file(args.out, "--out")
+    result, _, _ = run_bench(quick=args.quick, only=args.only, out=Path(args.out) if args.out else None)
+    return 1 if result["errors"] else 0
 
 
 def _progress(label: str):
@@ -258,10 +275,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
         # in a second instead of after reading a large checkpoint.
         model = task.build_model()
         print(load_checkpoint(model, args.checkpoint).summary())
+        if not args.eager:
+            from .inference import optimize_for_task
+
+            model, plan = optimize_for_task(task, model)
+            print(plan, flush=True)
         return model
 
     task.predict(load_model, args.input, Path(args.out), boxes=args.boxes, det_thr=args.det_thr,
                  kpt_thr=args.kpt_thr, max_megapixels=args.max_pixels, detector=args.detector)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .export import export_and_check, require_onnx
+    from .tasks.base import build_task
+
+    require_onnx()  # before anything slow: without the packages nothing can be written
+    checkpoint = Path(args.checkpoint)
+    out = Path(args.out) if args.out else checkpoint.with_suffix(".onnx")
+    if out.is_dir():
+        raise PlatformError(f"--out {out} is a folder; give a file name, e.g. {out / (checkpoint.stem + '.onnx')}")
+    ensure_out_file(out, "--out")
+    task = build_task(_task_config(args))
+    model = task.build_model()
+    print(load_checkpoint(model, checkpoint).summary())
+    h, w = task.cost_input_size()
+    batch = "N" if args.dynamic_batch else 1
+    print(f"exporting {args.format.upper()} for input image ({batch}, 3, {h}, {w})", flush=True)
+    print(export_and_check(model, (h, w), out, dynamic_batch=args.dynamic_batch).describe())
     return 0
 
 
@@ -405,6 +448,7 @@ def _add_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="ITEM",
                    help="multi-task runs: single-task figures for Δm, as MEMBER=RUN_DIR, "
                         "MEMBER=metrics.json or MEMBER/METRIC=NUMBER (e.g. pose=work_dirs/pose_demo)")
+    _add_eager(p)
     _add_set(p)
     p.set_defaults(func=cmd_eval)
 
@@ -435,8 +479,32 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
                         "(each image is one person box, for single-person crops)")
     p.add_argument("--max-pixels", type=float, default=None, metavar="MP",
                    help="refuse images larger than MP megapixels (default 40); in a folder they are skipped")
+    _add_eager(p)
     _add_set(p)
     p.set_defaults(func=cmd_predict)
+
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    """`platform export`."""
+    p = sub.add_parser("export", help="export a checkpoint as ONNX and check it with ONNX Runtime",
+                       description="Export the task's model with a checkpoint's weights as ONNX (opset 17; input "
+                                   "`image`, one output per head) for the task's network input size, then run it "
+                                   "with ONNX Runtime on a random input and print the max abs difference to "
+                                   "PyTorch and the file size. Needs the export extra: pip install '.[export]'.")
+    p.add_argument("task", help="task YAML")
+    p.add_argument("--checkpoint", required=True, help="checkpoint (any supported format)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="output format (default onnx)")
+    p.add_argument("--out", help="output file (default: <checkpoint stem>.onnx next to the checkpoint)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="leave the batch size free (default: fixed to 1)")
+    _add_set(p)
+    p.set_defaults(func=cmd_export)
+
+
+def _add_eager(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eager", action="store_true",
+                   help="run the model as built (default: BatchNorm folded, and channels_last / bf16 / ONNX "
+                        "Runtime where a short measurement shows them faster; the choice is printed and cached)")
 
 
 def _add_data_command(sub: argparse._SubParsersAction) -> None:
@@ -473,6 +541,24 @@ def _add_data_command(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_data_browse)
 
 
+def _add_bench_command(sub: argparse._SubParsersAction) -> None:
+    """`platform bench`."""
+    from .bench import SECTIONS
+
+    p = sub.add_parser("bench", help="measure this machine: peak FLOP/s, training and inference speed, data, eval",
+                       description="Measure, in one run: the machine's matmul/convolution peak, training-step and "
+                                   "inference throughput of the HRNet models (as fractions of that peak), the data "
+                                   "pipelines against JPEG/PNG decoding, evaluation time and `platform train` "
+                                   "start-up. Prints a table, writes JSON and a chart (.png next to it).")
+    p.add_argument("--quick", action="store_true",
+                   help="reduced inputs and repeats (about 2 minutes on 2 cores); skips startup")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="JSON file (default benchmarks/results/<YYYY-MM-DD>-<machine id>.json)")
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
+                   help=f"run only these sections ({', '.join(SECTIONS)}); train and infer also run peak")
+    p.set_defaults(func=cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -485,7 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for register in (_add_info_command, _add_models_command, _add_convert_command, _add_train_command,
                      _add_tune_command, _add_eval_command, _add_predict_command, _add_data_command,
-                     *EXTRA_COMMANDS):
+                     _add_bench_command, _add_export_command, *EXTRA_COMMANDS):
         register(sub)
     return parser
 

@@ -18,8 +18,9 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def cpu_description() -> tuple[str, list[str]]:
-    """The CPU's model name and which of the flags that matter for precision it has (Linux)."""
+def cpu_description(flags_of_interest: tuple[str, ...] = CPU_FLAGS) -> tuple[str, list[str]]:
+    """The CPU's model name and which of ``flags_of_interest`` (by default the flags that matter for
+    precision) it reports (Linux /proc/cpuinfo)."""
     model, flags = std_platform.processor() or "unknown CPU", set()
     try:
         for line in open("/proc/cpuinfo"):
@@ -29,7 +30,7 @@ def cpu_description() -> tuple[str, list[str]]:
                 flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return model, [f for f in CPU_FLAGS if f in flags]
+    return model, [f for f in flags_of_interest if f in flags]
 
 
 def describe_system(address: Optional[str] = None) -> list[str]:

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ...atomicfile import write_atomic
+from ...cachedir import cache_dir
 from ...epoch import EpochAware
 from ...errors import DataError
 from ...imageio import read_rgb
@@ -216,13 +217,7 @@ _log = logging.getLogger(__name__)
 
 def index_cache_dir() -> Optional[Path]:
     """Folder of the prepared annotation indexes, or None when ``DENSEPRED_CACHE=off``."""
-    env = os.environ.get("DENSEPRED_CACHE", "").strip()
-    if env.lower() in ("off", "0", "none", "false", "no"):
-        return None
-    if env:
-        return Path(env).expanduser() / "index"
-    base = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(base) if base else Path.home() / ".cache") / "densepred" / "index"
+    return cache_dir("index")
 
 
 def file_sha256(path: Path) -> str:

@@ -1,0 +1,171 @@
+"""The bench's outputs: a text table, the JSON file and a chart (img/s and fraction of peak)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..atomicfile import write_atomic, write_text_atomic
+
+
+def _fmt(x: Any, spec: str = ".3g") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def machine_lines(m: dict[str, Any]) -> list[str]:
+    gpus = ", ".join(m["gpus"]) or "none"
+    return [f"machine {m['id']}: {m['cpu_model']}; {m['threads']} thread(s); flags "
+            f"{', '.join(m['cpu_flags']) or 'none of the AVX2/AVX-512/AMX set'}; GPUs {gpus}",
+            f"torch {m['torch']} (oneDNN {m['onednn']}, {m['cpu_capability']}); native bf16 "
+            f"{'yes' if m['fast_bf16'] else 'no'}; default training precision {m['default_precision']}; "
+            f"load average {m['load_average_1min']}"]
+
+
+def peak_lines(peak: dict[str, Any]) -> list[str]:
+    counts = peak["thread_counts"]
+    lines = ["peak GFLOP/s (best of repeats)".ljust(44) + "".join(f"{f'{t} thr':>10s}" for t in counts)]
+    keys = dict.fromkeys((r["op"], r["precision"], r["shape"], r["emulated"]) for r in peak["rows"])
+    for op, precision, shape, emulated in keys:
+        values = {r["threads"]: r["gflops_per_s"] for r in peak["rows"]
+                  if (r["op"], r["precision"], r["shape"]) == (op, precision, shape)}
+        label = f"  {op} {precision}{' (emulated)' if emulated else ''} {shape}"
+        lines.append(label[:44].ljust(44) + "".join(f"{_fmt(values.get(t)):>10s}" for t in counts))
+    return lines
+
+
+def train_lines(train: dict[str, Any]) -> list[str]:
+    lines = [f"{'train step (fwd+bwd+Adam)':34s}{'batch':>6s} {'prec':>5s} {'img/s':>8s} {'GFLOP/s':>9s} "
+             f"{'of peak':>8s}"]
+    for r in train["rows"]:
+        label = f"  {r['model']} {r['input_hw'][0]}x{r['input_hw'][1]}"
+        lines.append(f"{label:34s}{r['batch']:>6d} {r['precision']:>5s} {_fmt(r['img_per_s']):>8s} "
+                     f"{_fmt(r['achieved_gflops_per_s']):>9s} {r['fraction_of_peak']:>8.0%}")
+    lines.append("  (training FLOPs = 3 x forward FLOPs of densepred.cost.count_gflops)")
+    return lines + [threads_line(train)]
+
+
+def threads_line(section: dict[str, Any]) -> str:
+    probe = ", ".join(f"{n} thr {_fmt(ms, '.3g')} ms" for n, ms in section["thread_probe"]["probe_ms"].items())
+    return f"  threads {section['threads']} (chosen by a small-convolution probe: {probe})"
+
+
+def infer_lines(infer: dict[str, Any]) -> list[str]:
+    lines = [f"{'inference (eager fp32 | optimised)':40s}{'b1 ms':>15s} {'batch':>6s} {'img/s':>15s} "
+             f"{'of peak':>13s}"]
+    for e in infer["models"]:
+        eager, opt = e["eager_fp32"], e["optimised"] or {}
+        label = f"  {e['model']} {e['input_hw'][0]}x{e['input_hw'][1]}"
+
+        def pair(key: str, spec: str = ".4g") -> str:
+            return f"{_fmt(eager[key], spec)} | {_fmt(opt.get(key), spec)}"
+
+        lines.append(f"{label:40s}{pair('latency_ms_batch1'):>15s} {eager['batch']:>6d} {pair('img_per_s'):>15s} "
+                     f"{pair('fraction_of_peak', '.0%'):>13s}")
+        if e["optimised"]:
+            lines.append(f"    optimised path: {str(opt.get('plan'))[:100]}")
+        else:
+            lines.append(f"    optimised: none ({e['optimised_error'][:100]})")
+    return lines + [threads_line(infer)]
+
+
+def data_lines(data: dict[str, Any]) -> list[str]:
+    lines = [f"{'data pipeline (1 core)':34s}{'samples/s':>10s} {'decode/s':>9s} {'pipeline/decode':>16s}"]
+    for r in data["rows"]:
+        label = f"  {r['pipeline']} ({r['image_wh'][0]}x{r['image_wh'][1]} {r['format'].split()[0]})"
+        lines.append(f"{label:34s}{_fmt(r['samples_per_s_per_core'], '.4g'):>10s} "
+                     f"{_fmt(r['decode_samples_per_s_per_core'], '.4g'):>9s} {r['pipeline_over_decode']:>15.3g}x")
+    return lines
+
+
+def eval_lines(ev: dict[str, Any]) -> list[str]:
+    oks, miou = ev["oks"], ev["miou"]
+    return ["evaluation",
+            f"  OKS AP (pycocotools), {oks['persons']} persons / {oks['images']} images: {oks['total_s']:.3g} s "
+            f"(GT load {oks['load_gt_s']:.3g} s, COCOeval {oks['cocoeval_s']:.3g} s)",
+            f"  mIoU, {miou['images']} x 2048x1024 labelId PNG pairs: {miou['ms_per_image_1_thread']:.4g} ms/image "
+            f"(1 thread), {miou['ms_per_image_default_workers']:.4g} (default workers); decode floor "
+            f"{miou['decode_ms_per_image']:.4g} ms -> {miou['metric_over_decode']:.3g}x"]
+
+
+def startup_lines(st: dict[str, Any]) -> list[str]:
+    if "skipped" in st:
+        return [f"startup: skipped ({st['skipped']})"]
+    return [f"startup: `platform train` launch -> first training step {st['first_step_s']:.3g} s "
+            f"(whole command {st['command_s']:.3g} s, local Ray)"]
+
+
+SECTION_LINES = {"peak": peak_lines, "train": train_lines, "infer": infer_lines, "data": data_lines,
+                 "eval": eval_lines, "startup": startup_lines}
+
+
+def table(result: dict[str, Any]) -> str:
+    """The whole result as aligned text: machine first, then each section that ran."""
+    lines = machine_lines(result["machine"])
+    for name, fmt in SECTION_LINES.items():
+        section = result.get(name)
+        if section is None:
+            continue
+        lines.append("")
+        lines += [f"{name}: FAILED: {section['error']}"] if "error" in section else fmt(section)
+    return "\n".join(lines)
+
+
+def write_json(path: Path, result: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(result, indent=1) + "\n")
+
+
+def chart_rows(result: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(label, img/s, fraction of peak) of every training and inference configuration measured."""
+    rows: list[tuple[str, float, float]] = []
+    for r in (result.get("train") or {}).get("rows", []):
+        rows.append((f"train {r['model']} {r['input_hw'][0]}x{r['input_hw'][1]} b{r['batch']} {r['precision']}",
+                     r["img_per_s"], r["fraction_of_peak"]))
+    for e in (result.get("infer") or {}).get("models", []):
+        for path in ("eager_fp32", "optimised"):
+            m = e.get(path)
+            if m:
+                rows.append((f"infer {e['model']} {e['input_hw'][0]}x{e['input_hw'][1]} b{m['batch']} {path}",
+                             m["img_per_s"], m["fraction_of_peak"]))
+    return rows
+
+
+def write_chart(path: Path, result: dict[str, Any]) -> bool:
+    """Two bar panels (img/s on a log axis, fraction of peak); False when nothing to draw."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = chart_rows(result)
+    if not rows:
+        return False
+    labels, rates, fractions = zip(*rows)
+    fig = Figure(figsize=(12, 1.2 + 0.45 * len(rows)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_rate, ax_frac = fig.subplots(1, 2, sharey=True)
+    from matplotlib.ticker import NullFormatter
+
+    ys = list(range(len(rows)))
+    colours = ["#c44e52" if label.startswith("train") else "#4c72b0" for label in labels]
+    _bars(ax_rate, ys, rates, colours, "img/s (log scale)", ".3g")
+    ax_rate.set_xscale("log")
+    ax_rate.xaxis.set_minor_formatter(NullFormatter())  # the minor labels of a short log axis overlap
+    _bars(ax_frac, ys, fractions, colours, "fraction of this machine's peak (measured in the same run)", ".0%")
+    ax_frac.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    ax_rate.set_yticks(ys, labels, fontsize=8)
+    ax_rate.invert_yaxis()
+    m = result["machine"]
+    threads = {name: (result.get(name) or {}).get("threads") for name in ("train", "infer")}
+    fig.suptitle(f"densepred bench {result['date']}{' (quick)' if result['quick'] else ''}: {m['cpu_model']} "
+                 f"({m['threads']} threads available; used: train {threads['train']}, infer {threads['infer']})",
+                 fontsize=10)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    return True
+
+
+def _bars(ax: Any, ys: Iterable[int], values: Iterable[float], colours: list[str], title: str,
+          spec: str) -> None:
+    values = list(values)
+    ax.barh(list(ys), values, color=colours)
+    for y, v in zip(ys, values):
+        ax.annotate(format(v, spec), (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.margins(x=0.15)

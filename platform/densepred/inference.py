@@ -1,0 +1,374 @@
+"""Optimised CPU inference: ``optimize(model, example_input)`` returns a module with the same outputs.
+
+Always: an eval-mode copy with BatchNorm folded into the convolutions (``bnfold``). Then a short,
+bounded measurement on the example input picks the fastest of the candidates that are possible on
+this machine and agree with eager fp32:
+
+- ``fold``          folded model, fp32, contiguous (NCHW) tensors
+- ``fold+cl``       the same with channels_last tensors
+- ``fold+cl+bf16``  bf16 autocast: only on CPUs with native bf16 (AVX512-BF16/AMX); on AVX2 it is
+                    ~30x slower, so it is not even measured there
+- ``ort``           ONNX Runtime (when ``onnxruntime`` is installed), exported with a free batch size
+- ``compile``       ``torch.compile`` of the folded model: only with ``compile=True``, since compiling
+                    takes minutes on these CPUs (88 s for a tiny HRNet), far over the measurement budget
+
+Tolerances (max abs difference to eager fp32, relative to the output's max abs value, on the
+example input): fp32 paths 1e-4, bf16 5e-2 (bf16 keeps 8 bits of mantissa). A simpler candidate is
+kept unless a more involved one is at least 5% faster. The choice is cached as JSON per machine,
+threads, model signature and input shape in ``cache_dir("inference")`` so the next call skips the
+measurement. The module handles any batch size (the plan is chosen for the first shape and kept).
+The measurement takes about ``BUDGET_S`` seconds; ``$DENSEPRED_INFERENCE_BUDGET_S`` changes that.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from .atomicfile import write_text_atomic
+from .bnfold import fold_batchnorm
+from .cachedir import cache_dir
+from .errors import ConfigError, PlatformError
+from .speedtest import Runner, measure_batch, time_candidates
+
+PLAN_VERSION = 1
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+MARGIN = 0.05           # a more involved candidate must be this much faster than a simpler one
+BUDGET_S = 10.0         # the measurement's time bound (seconds), unless $DENSEPRED_INFERENCE_BUDGET_S is set
+BUDGET_ENV = "DENSEPRED_INFERENCE_BUDGET_S"
+# Simplest first: the choice walks this order and moves on only for a clear gain.
+ORDER = ("eager", "fold", "fold+cl", "fold+cl+bf16", "ort", "compile")
+PRECISION = {"fold+cl+bf16": "bf16"}
+
+__all__ = ["optimize", "optimize_for_task", "OptimizedModel", "TOLERANCE", "PLAN_VERSION"]
+
+
+class OptimizedModel(nn.Module):
+    """The chosen inference path behind a module interface. ``plan`` says what was chosen and why;
+    ``describe()`` in one line. Eval only: ``train()`` / ``eval()`` change nothing inside, ``.to()``
+    accepts the CPU and fp32 only; any batch size works."""
+
+    def __init__(self, folded: nn.Module, runner: Runner, plan: dict[str, Any],
+                 fallback: Optional[Runner] = None, input_hw: Optional[tuple[int, int]] = None):
+        super().__init__()
+        self.folded = folded          # the BN-folded torch module (the weights the paths run)
+        self.plan = plan
+        self._runner = runner
+        self._fallback = fallback     # ONNX Runtime was exported for one (H, W); other sizes use this
+        self._input_hw = input_hw
+        super().train(False)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        if self._fallback is not None and tuple(x.shape[-2:]) != self._input_hw:
+            return self._fallback(x)
+        return self._runner(x)
+
+    def train(self, mode: bool = True) -> "OptimizedModel":
+        self.training = mode          # recorded only: the folded model has no training mode
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "OptimizedModel":
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if (device is not None and torch.device(device).type != "cpu") or dtype not in (None, torch.float32):
+            raise PlatformError("the optimised inference model runs on the CPU in float32; "
+                                "use --eager (or the model itself) for other devices or dtypes")
+        return self
+
+    def describe(self) -> str:
+        return describe_plan(self.plan)
+
+
+def optimize(model: nn.Module, example_input: torch.Tensor, *, cache: bool = True, compile: bool = False,
+             budget_s: Optional[float] = None) -> OptimizedModel:
+    """An inference module for inputs like ``example_input`` (N, 3, H, W) with ``model``'s outputs.
+    ``model`` itself is not changed. With ``cache`` a plan measured before on this machine for the
+    same architecture and input shape is reused instead of measuring again; ``compile`` adds
+    ``torch.compile`` to the candidates; ``budget_s`` bounds the measurement (default:
+    ``measure_budget()``)."""
+    budget = measure_budget() if budget_s is None else budget_s
+    example = example_input.detach().float().cpu()
+    folded, fold = fold_batchnorm(model)
+    parts = _Parts(model, folded, example, compile)
+    key = _plan_key(model, example, compile)
+    path = _plan_file(key) if cache else None
+    plan = _read_plan(path, key)
+    runner = _rebuild(parts, plan) if plan is not None else None
+    if plan is None or runner is None:
+        plan, runners = _measure(parts, budget)
+        runner = runners[plan["path"]]
+        plan.update(key=key, bn_folded=fold.folded, bn_remaining=fold.remaining, fold=fold.how,
+                    fold_note=fold.describe(), input_shape=list(example.shape))
+        if path is not None:
+            _write_plan(path, plan)
+        plan["source"] = "measured"
+    else:
+        plan["source"] = "cache"
+    plan["cache_file"] = str(path) if path is not None else None
+    return _wrap(parts, runner, plan)
+
+
+def measure_budget() -> float:
+    """Seconds the measurement may take: ``$DENSEPRED_INFERENCE_BUDGET_S`` or ``BUDGET_S``."""
+    text = os.environ.get(BUDGET_ENV, "").strip()
+    if not text:
+        return BUDGET_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 3600:
+        raise ConfigError(f"{BUDGET_ENV}={text!r} is not a number of seconds in (0, 3600); "
+                          "unset it or give e.g. 10")
+    return value
+
+
+# --------------------------------------------------------------------------- candidates
+
+def _torch_runner(module: nn.Module, channels_last: bool = False, bf16: bool = False) -> Runner:
+    """Run ``module`` without autograd; outputs come back fp32 and contiguous like eager ones."""
+    def run(x: torch.Tensor) -> Any:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()):
+            out = module(x)
+        return pytree.tree_map(lambda t: t.float().contiguous() if isinstance(t, torch.Tensor) else t, out)
+    return run
+
+
+class _Parts:
+    """What the candidates are built from; the channels_last copy is made once and shared."""
+
+    def __init__(self, model: nn.Module, folded: nn.Module, example: torch.Tensor, compile: bool):
+        self.model, self.folded, self.example, self.compile = model, folded, example, compile
+        self._cl: Optional[nn.Module] = None
+
+    @property
+    def folded_cl(self) -> nn.Module:
+        if self._cl is None:
+            self._cl = copy.deepcopy(self.folded).to(memory_format=torch.channels_last)
+        return self._cl
+
+
+def _build(name: str, parts: _Parts) -> tuple[Optional[Runner], str]:
+    """The runner of candidate ``name``, or None and why it is not possible here."""
+    from .engine import loop  # looked up at call time: tests monkeypatch cpu_has_fast_bf16
+
+    if name == "eager":
+        return _torch_runner(copy.deepcopy(parts.model).eval()), ""
+    if name == "fold":
+        return _torch_runner(parts.folded), ""
+    if name == "fold+cl":
+        return _torch_runner(parts.folded_cl, channels_last=True), ""
+    if name == "fold+cl+bf16":
+        if not loop.cpu_has_fast_bf16():
+            return None, "no native bf16 on this CPU (bf16 would be far slower than fp32)"
+        return _torch_runner(parts.folded_cl, channels_last=True, bf16=True), ""
+    if name == "ort":
+        return _ort_runner(parts.folded, parts.example)
+    if not parts.compile:
+        return None, "off (compiling takes minutes on CPU; optimize(..., compile=True) measures it)"
+    if not _has_cxx():
+        return None, "no C++ compiler found (torch.compile's CPU backend needs one)"
+    # Compilation is lazy: a compiler failure shows on the first call and removes the candidate there.
+    return _torch_runner(torch.compile(copy.deepcopy(parts.folded))), ""
+
+
+def _ort_runner(folded: nn.Module, x: torch.Tensor) -> tuple[Optional[Runner], str]:
+    """ONNX Runtime on the folded model exported with a free batch size, or why not."""
+    import io
+
+    from .export import OrtModel, export_onnx, onnxruntime_available
+
+    if not onnxruntime_available():
+        return None, "onnx/onnxruntime not installed (pip install '.[export]')"
+    try:
+        buf = io.BytesIO()
+        _, spec = export_onnx(folded, x[:1], buf, dynamic_batch=True)
+        return OrtModel(buf.getvalue(), spec), ""
+    except Exception as e:  # noqa: BLE001 - an export failure only removes the candidate
+        return None, f"export failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
+def _has_cxx() -> bool:
+    names = [os.environ.get("CXX", ""), "c++", "g++", "clang++"]
+    return any(n and shutil.which(n) for n in names)
+
+
+# --------------------------------------------------------------------------- measuring and choosing
+
+def _measure(parts: _Parts, budget_s: float) -> tuple[dict[str, Any], dict[str, Runner]]:
+    """Build every candidate, time them on the example (a prefix of its batch when the full batch
+    does not fit the budget), drop those that disagree with eager, choose; (plan, runners)."""
+    runners: dict[str, Runner] = {}
+    skipped: dict[str, str] = {}
+    for name in ORDER:
+        run, why = _build(name, parts)
+        if run is None:
+            skipped[name] = why
+        else:
+            runners[name] = run
+    batch = measure_batch(runners["eager"], parts.example, len(runners), budget_s)
+    timing = time_candidates(runners, parts.example[:batch], budget_s)
+    failed, rel = dict(timing.failed), {}
+    for name, out in timing.outputs.items():
+        rel[name] = _rel_diff(timing.outputs["eager"], out)
+        tol = TOLERANCE[PRECISION.get(name, "fp32")]
+        if rel[name] > tol:
+            failed[name] = f"outputs differ from eager fp32 by {rel[name]:.1e} of their scale (tolerance {tol:g})"
+    best = choose({n: ms for n, ms in timing.ms.items() if n not in failed})
+    plan = {"version": PLAN_VERSION, "path": best, "precision": PRECISION.get(best, "fp32"),
+            "runtime": _RUNTIME.get(best, "torch"), "measured_batch": batch,
+            "ms": {n: round(v, 3) for n, v in timing.ms.items()},
+            "rel_diff": {n: float(f"{v:.3g}") for n, v in rel.items()}, "failed": failed, "skipped": skipped,
+            "tolerance": dict(TOLERANCE), "measure_s": round(timing.seconds, 2)}
+    return plan, runners
+
+
+_RUNTIME = {"ort": "onnxruntime", "compile": "torch.compile"}
+
+
+def choose(ms: dict[str, float]) -> str:
+    """The candidate to run, from the usable ones' times: walking from the simplest, a candidate
+    replaces the current choice only when it is ``MARGIN`` faster (noise must not buy complexity)."""
+    best = "eager"
+    for name in ORDER[1:]:
+        # Folding is exact and removes work: it only has to be as fast; the rest must clearly win.
+        if name in ms and ms[name] < ms[best] * (1.0 - (0.0 if name == "fold" else MARGIN)):
+            best = name
+    return best
+
+
+def _rel_diff(ref: Any, out: Any) -> float:
+    """Max abs difference of two outputs relative to the reference's max abs value (inf when their
+    structures differ)."""
+    if pytree.tree_structure(ref) != pytree.tree_structure(out):
+        return float("inf")
+    pairs = list(zip(pytree.tree_leaves(ref), pytree.tree_leaves(out)))
+    if any(a.shape != b.shape for a, b in pairs):
+        return float("inf")
+    diff = max(float((a.float() - b.float()).abs().max()) for a, b in pairs)
+    scale = max(float(a.float().abs().max()) for a, _ in pairs)
+    return diff / scale if scale > 0 else diff
+
+
+def _rebuild(parts: _Parts, plan: dict[str, Any]) -> Optional[Runner]:
+    """The cached plan's runner, checked against eager on one input; None to measure again."""
+    name = plan.get("path")
+    if name not in ORDER:
+        return None
+    run, _ = _build(name, parts)
+    if run is None:
+        return None
+    x, was_training = parts.example[:1], parts.model.training
+    try:
+        with torch.no_grad():
+            ref, out = parts.model.eval()(x), run(x)
+    except Exception:  # noqa: BLE001 - e.g. a compiler that went away: measure again
+        return None
+    finally:
+        parts.model.train(was_training)
+    return run if _rel_diff(ref, out) <= TOLERANCE[PRECISION.get(name, "fp32")] else None
+
+
+def _wrap(parts: _Parts, runner: Runner, plan: dict[str, Any]) -> OptimizedModel:
+    if plan["path"] == "ort":
+        return OptimizedModel(parts.folded, runner, plan, _torch_runner(parts.folded),
+                              tuple(parts.example.shape[-2:]))
+    return OptimizedModel(parts.folded, runner, plan)
+
+
+# --------------------------------------------------------------------------- the plan cache
+
+def _plan_key(model: nn.Module, x: torch.Tensor, compile: bool) -> dict[str, Any]:
+    """Everything the choice depends on: machine, threads, library versions, architecture, shape."""
+    from importlib import metadata
+
+    from .engine import loop
+    from .sysinfo import cpu_description
+
+    try:
+        ort = metadata.version("onnxruntime")
+    except metadata.PackageNotFoundError:
+        ort = None
+    cpu, flags = cpu_description()
+    return {"version": PLAN_VERSION, "cpu": cpu, "flags": flags, "fast_bf16": loop.cpu_has_fast_bf16(),
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "onnxruntime": ort, "compile": bool(compile), "model": model_signature(model),
+            "input": list(x.shape)}
+
+
+def model_signature(model: nn.Module) -> str:
+    """A hash of the architecture (module types and parameter shapes), not of the weights."""
+    h = hashlib.sha256()
+    for name, m in model.named_modules():
+        h.update(f"{name}:{type(m).__qualname__};".encode())
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+    return h.hexdigest()[:32]
+
+
+def _plan_file(key: dict[str, Any]) -> Optional[Path]:
+    folder = cache_dir("inference")
+    if folder is None:
+        return None
+    return folder / (hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+
+
+def _read_plan(path: Optional[Path], key: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The cached plan for ``key``, or None (no file, unreadable, or made for another key)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return plan if isinstance(plan, dict) and plan.get("key") == key else None
+
+
+def _write_plan(path: Path, plan: dict[str, Any]) -> None:
+    try:
+        write_text_atomic(path, json.dumps(plan, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only cache only costs a measurement next time
+
+
+def describe_plan(plan: dict[str, Any]) -> str:
+    """One line: chosen path, folding, the measured gain, where the plan came from."""
+    ms, path = plan.get("ms", {}), plan["path"]
+    speed = ""
+    if path in ms and "eager" in ms:
+        batch, asked = plan["measured_batch"], plan.get("input_shape", [plan["measured_batch"]])[0]
+        part = f" (timed on {batch} of {asked} inputs to fit the time budget)" if batch != asked else ""
+        speed = (f"; {ms[path]:.1f} ms vs eager fp32 {ms['eager']:.1f} ms per batch of {batch}{part} "
+                 f"({ms['eager'] / max(ms[path], 1e-9):.2f}x)")
+    skipped = ", ".join(sorted(plan.get("skipped", {})))
+    failed = ", ".join(sorted(plan.get("failed", {})))
+    if plan.get("source") == "cache":
+        origin = f"plan from {plan['cache_file']}"
+    else:
+        cached = f", cached in {plan['cache_file']}" if plan.get("cache_file") else ""
+        origin = f"measured in {plan.get('measure_s', 0):.1f} s{cached}"
+    return (f"inference: {path} ({plan['runtime']}, {plan['precision']}), {plan.get('fold_note', '')}{speed}"
+            f"{'; skipped ' + skipped if skipped else ''}{'; failed ' + failed if failed else ''}; {origin}")
+
+
+def optimize_for_task(task: Any, model: nn.Module, batch: int = 1) -> tuple[nn.Module, str]:
+    """``optimize`` for a task's network input (``task.cost_input_size()``, a random example of
+    ``batch`` inputs); ``(module, one line saying what was chosen)``. A task without a fixed input
+    size keeps the eager model."""
+    try:
+        h, w = task.cost_input_size()
+    except NotImplementedError:
+        return model, f"inference: eager ({type(task).__name__} has no fixed input size to measure at)"
+    example = torch.randn(max(1, int(batch)), 3, int(h), int(w), generator=torch.Generator().manual_seed(0))
+    optimized = optimize(model, example)
+    return optimized, optimized.describe()
