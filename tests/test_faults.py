@@ -99,8 +99,10 @@ def _cli_train(root, work_dir, *extra, resume=False):
            "--address", ray.get_runtime_context().gcs_address,
            *(["--resume"] if resume else []), "--set", *_overrides(root, work_dir, *extra)]
     env = dict(os.environ, PYTHONPATH=str(REPO / "platform"), RAY_AUTH_MODE="disabled")
+    # A suite started in the background (`cmd &`) inherits an ignored SIGINT, and so would the child:
+    # give it the default disposition, as in a terminal, so that Python turns Ctrl-C into KeyboardInterrupt.
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _train_workers_alive():
