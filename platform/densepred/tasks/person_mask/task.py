@@ -130,8 +130,7 @@ class PersonMaskTask(PoseTask):
     def _write_evaluation(self, out_dir: Path, stats: Mapping[str, float], ds: CocoPoseDataset,
                           shown: list[tuple[int, np.ndarray, float]]) -> None:
         """``metrics.json`` and ``vis/<index>.jpg`` pictures: crop | target | prediction."""
-        import cv2
-
+        from ..pose.visualize import save_panel
         from .visualize import mask_panel
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,8 +143,7 @@ class PersonMaskTask(PoseTask):
             s = ds.load(index)
             target = s["extras"]["mask"]
             panel = mask_panel(s["patch"], target if target is not None else np.zeros(prob.shape), prob)
-            panel = cv2.resize(panel, (panel.shape[1] * 2, panel.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
-            cv2.imwrite(str(vis / f"{index:05d}_iou{iou:.2f}.jpg"), panel[:, :, ::-1])
+            save_panel(vis / f"{index:05d}_iou{iou:.2f}.jpg", panel)
 
     def evaluate_file(self, results_file: str | Path, out_dir: Optional[Path] = None) -> dict[str, float]:
         raise PlatformError(f"{results_file}: scoring a mask predictions file is not supported for "
@@ -159,8 +157,7 @@ class PersonMaskTask(PoseTask):
         """Per sample: a picture (crop | crop with the mask target) and an .npz with the network
         input crop ``image`` (uint8 RGB), ``mask`` (uint8 0..255 at the crop's size), the encoded
         ``mask_target`` / ``mask_weight``, center, scale and rotation."""
-        import cv2
-
+        from ..pose.visualize import save_panel
         from .visualize import mask_panel
 
         ds = self.build_dataset(split, strict_images=True)
@@ -178,9 +175,7 @@ class PersonMaskTask(PoseTask):
                                 mask_target=encoded["mask"], mask_weight=encoded["mask_weight"],
                                 center=np.asarray(s["center"], np.float32), scale=np.asarray(s["scale"], np.float32),
                                 rotation=np.float32(s["rotation"]), image_file=r.image_file)
-            panel = mask_panel(s["patch"], mask.astype(np.float32) / 255.0)
-            panel = cv2.resize(panel, (panel.shape[1] * 2, panel.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
-            cv2.imwrite(str(out_dir / f"{stem}.jpg"), panel[:, :, ::-1])
+            save_panel(out_dir / f"{stem}.jpg", mask_panel(s["patch"], mask.astype(np.float32) / 255.0))
         return n
 
     def predict(self, model: nn.Module | Callable[[], nn.Module], source: str, out_dir: Path,

@@ -418,9 +418,7 @@ class PoseTask(Task):
     def browse(self, split: str, out_dir: Path, limit: int = 20) -> int:
         """Per sample: a picture (crop | crop + target heatmaps, keypoints drawn) and an .npz with
         the network input crop (uint8 RGB), targets, weights, center and scale."""
-        import cv2
-
-        from .visualize import draw_skeleton, heatmap_panel
+        from .visualize import draw_skeleton, heatmap_panel, save_panel
 
         ds = self.build_dataset(split, strict_images=True)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -437,9 +435,7 @@ class PoseTask(Task):
                                 rotation=np.float32(s["rotation"]), image_file=r.image_file)
             kp = np.concatenate([s["joints"][:, :2], s["joints_vis"][:, :1]], axis=1)
             drawn = draw_skeleton(s["patch"], kp, thr=0.5, radius=2, thickness=1, meta=self.meta)
-            panel = heatmap_panel(drawn, target)
-            panel = cv2.resize(panel, (panel.shape[1] * 2, panel.shape[0] * 2), interpolation=cv2.INTER_NEAREST)
-            cv2.imwrite(str(out_dir / f"{stem}.jpg"), panel[:, :, ::-1])
+            save_panel(out_dir / f"{stem}.jpg", heatmap_panel(drawn, target))
         return n
 
     # ------------------------------------------------------------------ prediction

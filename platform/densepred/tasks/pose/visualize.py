@@ -1,6 +1,8 @@
 """Pictures for people: skeletons on images, heatmaps beside crops."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -72,3 +74,11 @@ def heatmap_panel(patch_rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
     colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
     blend = (0.5 * patch_rgb + 0.5 * colour).astype(np.uint8)
     return np.concatenate([patch_rgb, blend], axis=1)
+
+
+def save_panel(path: Path, panel_rgb: np.ndarray, zoom: int = 2) -> None:
+    """Write a browse picture enlarged ``zoom`` times with nearest-neighbour pixels (small crops
+    stay readable) as a JPEG."""
+    big = cv2.resize(panel_rgb, (panel_rgb.shape[1] * zoom, panel_rgb.shape[0] * zoom),
+                     interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(path), big[:, :, ::-1])
