@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
   # The two OpenCV wheels share the cv2/ folder: only the contrib build (pyproject) may stay.
   "$venv/bin/python" -m pip uninstall -q -y opencv-python-headless >/dev/null 2>&1 || true
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test,export]" 2>&1 | grep -v "^WARNING: Location" || true
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$root[test,export,fast-eval]" 2>&1 | grep -v "^WARNING: Location" || true
   "$venv/bin/python" -c "import torch, ray, mmengine, cv2, pycocotools, cityscapesscripts, densepred; cv2.HOGDescriptor" \
     || { echo "[env] installation failed" >&2; exit 1; }
   echo "$want" > "$stamp"

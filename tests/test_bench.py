@@ -51,6 +51,8 @@ def test_bench_quick_writes_table_json_and_chart(tmp_path, capsys):
 
     oks, miou = result["eval"]["oks"], result["eval"]["miou"]
     assert oks["persons"] == 6352 and _positive(oks["total_s"]) and 0 < oks["AP"] <= 1
+    if "faster_cocoeval_s" in oks:  # faster-coco-eval installed (the fast-eval extra): same stats
+        assert oks["faster_max_stat_diff"] <= 1e-12 and _positive(oks["pycocotools_over_faster"])
     assert _positive(miou["ms_per_image_1_thread"]) and _positive(miou["decode_ms_per_image"])
 
     assert "skipped" in result["startup"]  # quick mode does not start Ray

@@ -113,7 +113,7 @@ def test_optimized_model_matches_eager_at_any_batch_and_ignores_mode_changes(no_
 
 def test_onnx_runtime_path_matches_eager_at_any_batch_and_size(monkeypatch):
     pytest.importorskip("onnxruntime")
-    monkeypatch.setattr(inference, "choose", lambda ms: "ort")
+    monkeypatch.setattr(inference, "choose", lambda ms, order=inference.ORDER: "ort")
     model = tiny_pose()
     opt = inference.optimize(model, torch.randn(2, 3, 64, 48), cache=False)
     assert opt.plan["runtime"] == "onnxruntime" and opt.plan["rel_diff"]["ort"] <= inference.TOLERANCE["fp32"]

@@ -1,4 +1,4 @@
-"""Optimised CPU inference: ``optimize(model, example_input)`` returns a module with the same outputs.
+"""Optimised inference: ``optimize(model, example_input)`` returns a module with the same outputs.
 
 Always: an eval-mode copy with BatchNorm folded into the convolutions (``bnfold``). Then a short,
 bounded measurement on the example input picks the fastest of the candidates that are possible on
@@ -18,6 +18,11 @@ kept unless a more involved one is at least 5% faster. The choice is cached as J
 threads, model signature and input shape in ``cache_dir("inference")`` so the next call skips the
 measurement. The module handles any batch size (the plan is chosen for the first shape and kept).
 The measurement takes about ``BUDGET_S`` seconds; ``$DENSEPRED_INFERENCE_BUDGET_S`` changes that.
+
+On a CUDA ``example_input`` the candidates are the GPU's own (``CUDA_ORDER``): ``fold``, ``fold+cl``,
+``fold+cl+fp16`` (fp16 autocast) and ``fold+cl+fp16+graph``, the same replayed as one CUDA graph for
+the example's shape (batch-1 HRNet inference is bound by kernel launches, which a graph removes);
+other shapes run the same path without the graph.
 """
 from __future__ import annotations
 
@@ -41,13 +46,14 @@ from .errors import ConfigError, PlatformError
 from .speedtest import Runner, measure_batch, time_candidates
 
 PLAN_VERSION = 1
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2}
 MARGIN = 0.05           # a more involved candidate must be this much faster than a simpler one
 BUDGET_S = 10.0         # the measurement's time bound (seconds), unless $DENSEPRED_INFERENCE_BUDGET_S is set
 BUDGET_ENV = "DENSEPRED_INFERENCE_BUDGET_S"
 # Simplest first: the choice walks this order and moves on only for a clear gain.
 ORDER = ("eager", "fold", "fold+cl", "fold+cl+bf16", "ort", "compile")
-PRECISION = {"fold+cl+bf16": "bf16"}
+CUDA_ORDER = ("eager", "fold", "fold+cl", "fold+cl+fp16", "fold+cl+fp16+graph")
+PRECISION = {"fold+cl+bf16": "bf16", "fold+cl+fp16": "fp16", "fold+cl+fp16+graph": "fp16"}
 
 __all__ = ["optimize", "optimize_for_task", "OptimizedModel", "TOLERANCE", "PLAN_VERSION"]
 
@@ -78,8 +84,9 @@ class OptimizedModel(nn.Module):
 
     def to(self, *args: Any, **kwargs: Any) -> "OptimizedModel":
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
-        if (device is not None and torch.device(device).type != "cpu") or dtype not in (None, torch.float32):
-            raise PlatformError("the optimised inference model runs on the CPU in float32; "
+        home = torch.device(self.plan.get("device", "cpu")).type
+        if (device is not None and torch.device(device).type != home) or dtype not in (None, torch.float32):
+            raise PlatformError(f"the optimised inference model runs on {home} with float32 inputs; "
                                 "use --eager (or the model itself) for other devices or dtypes")
         return self
 
@@ -95,9 +102,10 @@ def optimize(model: nn.Module, example_input: torch.Tensor, *, cache: bool = Tru
     ``torch.compile`` to the candidates; ``budget_s`` bounds the measurement (default:
     ``measure_budget()``)."""
     budget = measure_budget() if budget_s is None else budget_s
-    example = example_input.detach().float().cpu()
+    example = example_input.detach().float()
+    device = example.device
     folded, fold = fold_batchnorm(model)
-    parts = _Parts(model, folded, example, compile)
+    parts = _Parts(model.to(device), folded.to(device), example, compile)
     key = _plan_key(model, example, compile)
     path = _plan_file(key) if cache else None
     plan = _read_plan(path, key)
@@ -105,7 +113,7 @@ def optimize(model: nn.Module, example_input: torch.Tensor, *, cache: bool = Tru
     if plan is None or runner is None:
         plan, runners = _measure(parts, budget)
         runner = runners[plan["path"]]
-        plan.update(key=key, bn_folded=fold.folded, bn_remaining=fold.remaining, fold=fold.how,
+        plan.update(key=key, device=str(device), bn_folded=fold.folded, bn_remaining=fold.remaining, fold=fold.how,
                     fold_note=fold.describe(), input_shape=list(example.shape))
         if path is not None:
             _write_plan(path, plan)
@@ -133,15 +141,52 @@ def measure_budget() -> float:
 
 # --------------------------------------------------------------------------- candidates
 
-def _torch_runner(module: nn.Module, channels_last: bool = False, bf16: bool = False) -> Runner:
+def _torch_runner(module: nn.Module, channels_last: bool = False, bf16: bool = False,
+                  fp16: bool = False) -> Runner:
     """Run ``module`` without autograd; outputs come back fp32 and contiguous like eager ones."""
     def run(x: torch.Tensor) -> Any:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()):
+        with torch.no_grad(), _autocast(x.device, bf16, fp16):
             out = module(x)
-        return pytree.tree_map(lambda t: t.float().contiguous() if isinstance(t, torch.Tensor) else t, out)
+        return _as_eager(out)
     return run
+
+
+def _autocast(device: torch.device, bf16: bool, fp16: bool, cache: bool = True) -> Any:
+    if bf16 or fp16:
+        return torch.autocast(device.type, dtype=torch.bfloat16 if bf16 else torch.float16, cache_enabled=cache)
+    return nullcontext()
+
+
+def _as_eager(out: Any) -> Any:
+    return pytree.tree_map(lambda t: t.float().contiguous() if isinstance(t, torch.Tensor) else t, out)
+
+
+class _GraphRunner:
+    """``module`` (channels_last, fp16 autocast) captured as one CUDA graph for ``example``'s shape;
+    other shapes run uncaptured. Outputs are copies: the graph's own buffers are reused per replay."""
+
+    def __init__(self, module: nn.Module, example: torch.Tensor):
+        self.shape = tuple(example.shape)
+        self._plain = _torch_runner(module, channels_last=True, fp16=True)
+        self._input = example.clone().contiguous(memory_format=torch.channels_last)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.no_grad(), _autocast(example.device, False, True, cache=False):
+            for _ in range(3):  # cuDNN picks its algorithms before the capture
+                module(self._input)
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph), torch.no_grad(), _autocast(example.device, False, True, cache=False):
+            self._output = module(self._input)
+
+    def __call__(self, x: torch.Tensor) -> Any:
+        if tuple(x.shape) != self.shape or x.device != self._input.device:
+            return self._plain(x)
+        self._input.copy_(x)
+        self._graph.replay()
+        return _as_eager(self._output)  # .float() copies, so the next replay cannot change it
 
 
 class _Parts:
@@ -149,7 +194,12 @@ class _Parts:
 
     def __init__(self, model: nn.Module, folded: nn.Module, example: torch.Tensor, compile: bool):
         self.model, self.folded, self.example, self.compile = model, folded, example, compile
+        self.cuda = example.device.type == "cuda"
         self._cl: Optional[nn.Module] = None
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return CUDA_ORDER if self.cuda else ORDER
 
     @property
     def folded_cl(self) -> nn.Module:
@@ -168,6 +218,8 @@ def _build(name: str, parts: _Parts) -> tuple[Optional[Runner], str]:
         return _torch_runner(parts.folded), ""
     if name == "fold+cl":
         return _torch_runner(parts.folded_cl, channels_last=True), ""
+    if parts.cuda:
+        return _build_cuda(name, parts)
     if name == "fold+cl+bf16":
         if not loop.cpu_has_fast_bf16():
             return None, "no native bf16 on this CPU (bf16 would be far slower than fp32)"
@@ -180,6 +232,17 @@ def _build(name: str, parts: _Parts) -> tuple[Optional[Runner], str]:
         return None, "no C++ compiler found (torch.compile's CPU backend needs one)"
     # Compilation is lazy: a compiler failure shows on the first call and removes the candidate there.
     return _torch_runner(torch.compile(copy.deepcopy(parts.folded))), ""
+
+
+def _build_cuda(name: str, parts: _Parts) -> tuple[Optional[Runner], str]:
+    if name == "fold+cl+fp16":
+        return _torch_runner(parts.folded_cl, channels_last=True, fp16=True), ""
+    if name == "fold+cl+fp16+graph":
+        try:
+            return _GraphRunner(parts.folded_cl, parts.example), ""
+        except Exception as e:  # noqa: BLE001 - a capture failure only removes the candidate
+            return None, f"CUDA graph capture failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    return None, f"{name} is not a CUDA candidate"
 
 
 def _ort_runner(folded: nn.Module, x: torch.Tensor) -> tuple[Optional[Runner], str]:
@@ -210,7 +273,7 @@ def _measure(parts: _Parts, budget_s: float) -> tuple[dict[str, Any], dict[str, 
     does not fit the budget), drop those that disagree with eager, choose; (plan, runners)."""
     runners: dict[str, Runner] = {}
     skipped: dict[str, str] = {}
-    for name in ORDER:
+    for name in parts.order:
         run, why = _build(name, parts)
         if run is None:
             skipped[name] = why
@@ -221,10 +284,10 @@ def _measure(parts: _Parts, budget_s: float) -> tuple[dict[str, Any], dict[str, 
     failed, rel = dict(timing.failed), {}
     for name, out in timing.outputs.items():
         rel[name] = _rel_diff(timing.outputs["eager"], out)
-        tol = TOLERANCE[PRECISION.get(name, "fp32")]
+        tol = tolerance(name, parts.cuda)
         if rel[name] > tol:
             failed[name] = f"outputs differ from eager fp32 by {rel[name]:.1e} of their scale (tolerance {tol:g})"
-    best = choose({n: ms for n, ms in timing.ms.items() if n not in failed})
+    best = choose({n: ms for n, ms in timing.ms.items() if n not in failed}, parts.order)
     plan = {"version": PLAN_VERSION, "path": best, "precision": PRECISION.get(best, "fp32"),
             "runtime": _RUNTIME.get(best, "torch"), "measured_batch": batch,
             "ms": {n: round(v, 3) for n, v in timing.ms.items()},
@@ -236,11 +299,21 @@ def _measure(parts: _Parts, budget_s: float) -> tuple[dict[str, Any], dict[str, 
 _RUNTIME = {"ort": "onnxruntime", "compile": "torch.compile"}
 
 
-def choose(ms: dict[str, float]) -> str:
+def tolerance(name: str, cuda: bool) -> float:
+    """Allowed output difference of candidate ``name`` to eager. On a GPU whose cuDNN convolutions
+    run in TF32 (PyTorch's default), eager itself keeps only 10 mantissa bits, as fp16 does: any
+    reordering of its arithmetic (folding included) moves outputs by that much."""
+    precision = PRECISION.get(name, "fp32")
+    if cuda and precision == "fp32" and torch.backends.cudnn.allow_tf32:
+        precision = "fp16"
+    return TOLERANCE[precision]
+
+
+def choose(ms: dict[str, float], order: tuple[str, ...] = ORDER) -> str:
     """The candidate to run, from the usable ones' times: walking from the simplest, a candidate
     replaces the current choice only when it is ``MARGIN`` faster (noise must not buy complexity)."""
     best = "eager"
-    for name in ORDER[1:]:
+    for name in order[1:]:
         # Folding is exact and removes work: it only has to be as fast; the rest must clearly win.
         if name in ms and ms[name] < ms[best] * (1.0 - (0.0 if name == "fold" else MARGIN)):
             best = name
@@ -263,7 +336,7 @@ def _rel_diff(ref: Any, out: Any) -> float:
 def _rebuild(parts: _Parts, plan: dict[str, Any]) -> Optional[Runner]:
     """The cached plan's runner, checked against eager on one input; None to measure again."""
     name = plan.get("path")
-    if name not in ORDER:
+    if name not in parts.order:
         return None
     run, _ = _build(name, parts)
     if run is None:
@@ -276,7 +349,7 @@ def _rebuild(parts: _Parts, plan: dict[str, Any]) -> Optional[Runner]:
         return None
     finally:
         parts.model.train(was_training)
-    return run if _rel_diff(ref, out) <= TOLERANCE[PRECISION.get(name, "fp32")] else None
+    return run if _rel_diff(ref, out) <= tolerance(name, parts.cuda) else None
 
 
 def _wrap(parts: _Parts, runner: Runner, plan: dict[str, Any]) -> OptimizedModel:
@@ -300,7 +373,8 @@ def _plan_key(model: nn.Module, x: torch.Tensor, compile: bool) -> dict[str, Any
     except metadata.PackageNotFoundError:
         ort = None
     cpu, flags = cpu_description()
-    return {"version": PLAN_VERSION, "cpu": cpu, "flags": flags, "fast_bf16": loop.cpu_has_fast_bf16(),
+    gpu = torch.cuda.get_device_name(x.device) if x.device.type == "cuda" else None
+    return {"version": PLAN_VERSION, "gpu": gpu, "cpu": cpu, "flags": flags, "fast_bf16": loop.cpu_has_fast_bf16(),
             "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "onnxruntime": ort, "compile": bool(compile), "model": model_signature(model),
             "input": list(x.shape)}

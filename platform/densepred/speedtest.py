@@ -36,6 +36,7 @@ def measure_batch(probe: Runner, x: torch.Tensor, n_candidates: int, budget_s: f
     start = time.perf_counter()
     with torch.no_grad():
         probe(x[:1])
+    _sync(x)
     per_input = max(time.perf_counter() - start, 1e-6)
     fits = int(budget_s / (3 * n_candidates * per_input))
     return max(1, min(int(x.shape[0]), fits))
@@ -68,6 +69,13 @@ def time_candidates(runners: dict[str, Runner], x: torch.Tensor, budget_s: float
 def _timed(run: Runner, x: torch.Tensor, best_ms: dict[str, float], name: str) -> Any:
     t = time.perf_counter()
     out = run(x)
+    _sync(x)
     ms = (time.perf_counter() - t) * 1e3
     best_ms[name] = min(ms, best_ms.get(name, ms))
     return out
+
+
+def _sync(x: torch.Tensor) -> None:
+    """Wait for queued GPU work: a CUDA call returns before its kernels have run."""
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)

@@ -82,6 +82,8 @@ def eval_lines(ev: dict[str, Any]) -> list[str]:
     return ["evaluation",
             f"  OKS AP (pycocotools), {oks['persons']} persons / {oks['images']} images: {oks['total_s']:.3g} s "
             f"(GT load {oks['load_gt_s']:.3g} s, COCOeval {oks['cocoeval_s']:.3g} s)",
+            *([f"  OKS AP (faster-coco-eval): COCOeval {oks['faster_cocoeval_s']:.3g} s, "
+               f"{oks['pycocotools_over_faster']:.3g}x faster"] if "faster_cocoeval_s" in oks else []),
             f"  mIoU, {miou['images']} x 2048x1024 labelId PNG pairs: {miou['ms_per_image_1_thread']:.4g} ms/image "
             f"(1 thread), {miou['ms_per_image_default_workers']:.4g} (default workers); decode floor "
             f"{miou['decode_ms_per_image']:.4g} ms -> {miou['metric_over_decode']:.3g}x"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import uuid
@@ -26,6 +27,9 @@ class RaySettings:
 
     workers: int = setting(1, ge=1)
     use_gpu: bool = False
+    # < 1 lets several workers share a GPU (e.g. 0.5: two per GPU); they then talk over gloo,
+    # since NCCL refuses two ranks on one device.
+    gpus_per_worker: float = setting(1.0, gt=0, le=1)
     cpus_per_worker: int = setting(1, ge=1)
     address: Optional[str] = None
     max_failures: int = setting(3, ge=-1)  # worker-group restarts (from the newest checkpoint); -1: no limit
@@ -113,15 +117,17 @@ def resolve_paths(cfg: dict) -> dict:
     return cfg
 
 
-def fit_cpus_per_worker(workers: int, wanted: int, use_gpu: bool) -> int:
+def fit_cpus_per_worker(workers: int, wanted: int, use_gpu: bool, gpus_per_worker: float = 1.0) -> int:
     """CPUs per worker that the cluster can actually grant (Ray would otherwise wait forever)."""
     import ray
 
     total = int(ray.cluster_resources().get("CPU", 0))
     if use_gpu:
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus < workers:
-            raise PlatformError(f"--gpu with {workers} worker(s) needs {workers} GPU(s); the Ray cluster has {gpus}")
+        needed = math.ceil(workers * gpus_per_worker - 1e-9)
+        if gpus < needed:
+            raise PlatformError(f"--gpu with {workers} worker(s) x ray.gpus_per_worker={gpus_per_worker:g} needs "
+                                f"{needed} GPU(s); the Ray cluster has {gpus}")
     fitted = wanted if workers * wanted <= total else total // workers
     if fitted < 1:
         raise PlatformError(f"{workers} workers need at least {workers} CPUs; the Ray cluster has {total}. "
@@ -202,7 +208,8 @@ def start_ray(plan: LaunchPlan) -> int:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     timeout = plan.settings.connect_timeout_s
     ensure_ray(plan.address, num_cpus=None, timeout=timeout)
-    cpus = fit_cpus_per_worker(plan.workers, plan.settings.cpus_per_worker, plan.use_gpu)
+    cpus = fit_cpus_per_worker(plan.workers, plan.settings.cpus_per_worker, plan.use_gpu,
+                               plan.settings.gpus_per_worker)
     wait_for_cpus(plan.workers * cpus, timeout, f"{plan.workers} worker(s) x {cpus} CPU(s)")
     return cpus
 
@@ -230,15 +237,20 @@ def build_trainer(plan: LaunchPlan, cpus: int, callbacks: Optional[list] = None,
     """The TorchTrainer of a planned run; ``callbacks`` go to Ray Train (e.g. Tune's report
     callback), ``extra`` to the workers' loop config (e.g. ``t_start`` to measure start-up)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     settings = plan.settings
+    resources: dict[str, float] = {"CPU": cpus}
+    shared_gpu = plan.use_gpu and settings.gpus_per_worker < 1
+    if shared_gpu:
+        resources["GPU"] = settings.gpus_per_worker
     return TorchTrainer(
         train_worker,
         train_loop_config={"cfg": plan.cfg, "threads": cpus, "fit_id": uuid.uuid4().hex,
                            "max_failures": settings.max_failures, **(extra or {})},
         scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
-                                     resources_per_worker={"CPU": cpus}),
+                                     resources_per_worker=resources),
+        torch_config=TorchConfig(backend="gloo") if shared_gpu and plan.workers > 1 else None,
         run_config=RunConfig(
             name=plan.cfg["run_name"], storage_path=str(plan.run_dir.parent),
             # Ray deletes the registered checkpoints beyond K; run_state.prune_checkpoints those

@@ -320,6 +320,8 @@ def _build_run(config: dict) -> _Run:
 
     task: Task = build_task(cfg)
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick its fastest kernels
     model, core, cost = _build_model(task, settings, device, rank, world, log)
     batches = _build_batches(task, seed, rank, world, log)
     batch_size = batches.batch_size

@@ -8,10 +8,16 @@ Pipeline used by :class:`CocoKeypointMetric` (same order as the official ``evalu
 2. :func:`rescore`: score = box score * mean of the keypoint confidences above ``in_vis_thre``;
 3. :func:`oks_nms` (or :func:`soft_oks_nms`) per image with ``oks_thre``;
 4. :func:`to_coco_results` then :func:`evaluate_keypoints` (COCOeval, ``iouType='keypoints'``).
+
+COCOeval runs in pycocotools or, with ``backend`` ``faster`` (or ``auto`` when installed), in
+faster-coco-eval (the ``fast-eval`` extra), whose C++ matching and accumulation give the same 10
+stats: bit-identical on the test sets, else within about 1e-16, because pycocotools' precision is
+``tp / (tp + fp + eps)`` and faster-coco-eval's ``tp / (tp + fp)`` (``tests/test_eval_backends.py``).
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import math
@@ -23,7 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from densepred.errors import DataError
+from densepred.errors import ConfigError, DataError
 from densepred.registry import METRICS
 
 from .coco_meta import NUM_KEYPOINTS, SIGMAS
@@ -42,6 +48,9 @@ _STAT_DESCRIPTIONS = {
     "ARl": "Average Recall     OKS=0.50:0.95  area=large",
 }
 _GT_ANN_KEYS = ("id", "image_id", "category_id", "keypoints", "area", "bbox", "iscrowd", "num_keypoints")
+#: ``evaluation.eval_backend`` values: which COCOeval computes the stats (same numbers, see above)
+EVAL_BACKENDS = ("auto", "pycocotools", "faster")
+BACKEND_LABELS = {"pycocotools": "pycocotools", "faster": "faster-coco-eval"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,12 +326,91 @@ def _write_json(path: Path, obj: Any) -> None:
         json.dump(obj, f, indent=1 if isinstance(obj, dict) else None)
 
 
+@functools.lru_cache(maxsize=1)
+def faster_coco_eval_available() -> bool:
+    """Whether faster-coco-eval (the ``fast-eval`` extra) can be imported."""
+    try:
+        import faster_coco_eval  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    """The COCOeval implementation that ``backend`` (one of :data:`EVAL_BACKENDS`) names:
+    ``pycocotools`` or ``faster``. ``auto`` is ``faster`` when faster-coco-eval is installed."""
+    if backend not in EVAL_BACKENDS:
+        raise ConfigError(f"evaluation.eval_backend must be one of {', '.join(EVAL_BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return "faster" if faster_coco_eval_available() else "pycocotools"
+    if backend == "faster" and not faster_coco_eval_available():
+        raise ConfigError("evaluation.eval_backend: faster needs the faster-coco-eval package; install it "
+                          "(pip install -e '.[fast-eval]') or use auto or pycocotools")
+    return backend
+
+
+def _int_ids(coco_gt: Any) -> bool:
+    """faster-coco-eval's C++ side keys images and annotations by integer ids (it even rewrites
+    other image ids in place); pycocotools takes any hashable id."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    return (all(is_int(i) for i in coco_gt.imgs)
+            and all(is_int(a["id"]) and is_int(a["image_id"]) for a in coco_gt.dataset["annotations"]))
+
+
+def _stats_pycocotools(coco_gt: Any, results: list[dict], cat_ids: list[int], sigmas: np.ndarray) -> list[float]:
+    from pycocotools.cocoeval import COCOeval
+
+    coco_dt = coco_gt.loadRes(results)
+    coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
+    coco_eval.params.useSegm = None
+    coco_eval.params.catIds = cat_ids
+    coco_eval.params.kpt_oks_sigmas = sigmas
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    return [float(v) for v in coco_eval.stats[: len(STAT_NAMES)]]
+
+
+def _stats_faster(coco_gt: Any, results: list[dict], cat_ids: list[int], sigmas: np.ndarray) -> list[float]:
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+
+    # The same annotation dicts as the pycocotools ground truth (no copy): both libraries only set
+    # gt["ignore"] on them, to the same value (iscrowd, or no labelled keypoint).
+    gt = FasterCOCO(coco_gt.dataset, print_function=print)
+    coco_dt = gt.loadRes(results)
+    coco_eval = COCOeval_faster(gt, coco_dt, "keypoints", print_function=print,
+                                kpt_oks_sigmas=np.asarray(sigmas, dtype=np.float64))
+    coco_eval.params.catIds = cat_ids
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    return [float(v) for v in coco_eval.stats[: len(STAT_NAMES)]]
+
+
+def _cocoeval_stats(coco_gt: Any, results: list[dict], cat_ids: list[int], sigmas: np.ndarray,
+                    backend: str, source: str) -> list[float]:
+    """The 10 keypoint stats by ``backend`` (``auto`` falls back to pycocotools when the ids do not
+    suit faster-coco-eval)."""
+    name = resolve_backend(backend)
+    if name == "faster" and not _int_ids(coco_gt):
+        if backend == "faster":
+            raise DataError(f"{source}: evaluation.eval_backend faster needs integer image and annotation "
+                            "ids in the ground truth; use auto or pycocotools")
+        name = "pycocotools"
+    run = _stats_faster if name == "faster" else _stats_pycocotools
+    return run(coco_gt, results, cat_ids, sigmas)
+
+
 def evaluate_keypoints(
     coco_gt: Any,
     results: list[dict] | str | Path,
     out_json: Path | None = None,
     verbose: bool = False,
     sigmas: np.ndarray | None = None,
+    backend: str = "auto",
 ) -> dict[str, float]:
     """Run COCOeval (``iouType='keypoints'``) and return the 10 stats (``STAT_NAMES``).
 
@@ -330,10 +418,10 @@ def evaluate_keypoints(
     keypoint results or a results file path. Only the GT categories that have keypoints are
     evaluated, over all GT images (as the official code). Empty results give zeros and a warning.
     pycocotools' printing is captured and printed only when ``verbose``. ``sigmas`` defaults to
-    the COCO ones; it is required when the GT does not have 17 keypoints.
+    the COCO ones; it is required when the GT does not have 17 keypoints. ``backend`` is one of
+    :data:`EVAL_BACKENDS` (same numbers; ``auto`` uses faster-coco-eval when it is installed).
     """
-    from pycocotools.cocoeval import COCOeval
-
+    resolve_backend(backend)  # a bad name fails before any work
     if isinstance(coco_gt, (str, Path)):
         coco_gt = load_coco_gt(coco_gt)
     cats = _keypoint_categories(coco_gt)
@@ -369,17 +457,10 @@ def evaluate_keypoints(
             )
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
-            coco_dt = coco_gt.loadRes(results)
-            coco_eval = COCOeval(coco_gt, coco_dt, "keypoints")
-            coco_eval.params.useSegm = None
-            coco_eval.params.catIds = sorted(int(c["id"]) for c in cats)
-            coco_eval.params.kpt_oks_sigmas = sigmas
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-            coco_eval.summarize()
+            values = _cocoeval_stats(coco_gt, results, sorted(int(c["id"]) for c in cats), sigmas, backend, source)
         if verbose:
             print(buf.getvalue(), end="")
-        stats = {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats)}
+        stats = dict(zip(STAT_NAMES, values))
     if out_json is not None:
         _write_json(Path(out_json), stats)
     return stats
@@ -408,7 +489,8 @@ class CocoKeypointMetric:
     ``process`` takes per-person dicts: ``image_id`` (COCO image id), ``keypoints`` (K, 3)
     with (x, y, confidence) in image pixels, ``score`` (person box score), ``area`` (box area in
     pixels; the official code uses ``scale[0] * scale[1] * 200**2``), ``center`` and ``scale``
-    (kept for reference, not evaluated). ``compute`` rescoring + OKS NMS + COCOeval.
+    (kept for reference, not evaluated). ``compute`` rescoring + OKS NMS + COCOeval (``backend``: one
+    of :data:`EVAL_BACKENDS`).
     """
 
     def __init__(
@@ -418,8 +500,11 @@ class CocoKeypointMetric:
         soft_nms: bool = False,
         oks_thre: float = 0.9,
         in_vis_thre: float = 0.2,
+        backend: str = "auto",
     ) -> None:
+        resolve_backend(backend)  # a bad name fails here, not after the whole inference
         self.ann_file = str(ann_file)
+        self.backend = backend
         self.use_nms = bool(use_nms)
         self.soft_nms = bool(soft_nms)
         self.oks_thre = float(oks_thre)
@@ -478,4 +563,4 @@ class CocoKeypointMetric:
             out_dir = Path(out_dir)
             _write_json(out_dir / "keypoints_results.json", results)
             out_json = out_dir / "metrics.json"
-        return evaluate_keypoints(coco_gt, results, out_json=out_json)
+        return evaluate_keypoints(coco_gt, results, out_json=out_json, backend=self.backend)

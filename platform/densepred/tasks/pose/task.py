@@ -21,7 +21,8 @@ from .coco_meta import PIXEL_STD
 from ...imageio import loader_worker_init
 from .crop_targets import CropTarget
 from .dataset import CocoPoseDataset, TopDownDataset, resolve_image_dir
-from .evaluation import STAT_NAMES, CocoKeypointMetric, evaluate_keypoints, format_table, load_results
+from .evaluation import (BACKEND_LABELS, EVAL_BACKENDS, STAT_NAMES, CocoKeypointMetric, evaluate_keypoints,
+                         format_table, load_results, resolve_backend)
 from .geometry import flip_back
 from .keypoint_meta import FORMATS, KeypointMeta, keypoint_meta
 from . import mpii_dataset as mpii
@@ -75,6 +76,9 @@ class PoseEval:
     soft_nms: bool = False
     oks_thre: float = setting(0.9, ge=0, le=1, hint="OKS above which NMS drops the weaker person")
     in_vis_thre: float = setting(0.2, ge=0, le=1)
+    eval_backend: str = setting("auto", choices=EVAL_BACKENDS,
+                                hint="COCOeval implementation, same numbers: auto (faster-coco-eval when "
+                                     "installed, else pycocotools), pycocotools, faster")
 
 
 def final_heatmaps(pred: torch.Tensor) -> torch.Tensor:
@@ -117,6 +121,11 @@ class PoseTask(Task):
         cfg = self.cfg
         self.data = parse_section(cfg, "data", PoseData)
         self.eval_cfg = parse_section(cfg, "evaluation", PoseEval)
+        if self.data.format == "coco":
+            try:  # an explicit "faster" without the package fails on the driver, before any worker
+                resolve_backend(self.eval_cfg.eval_backend)
+            except ConfigError as e:
+                raise ConfigError(f"{self._where('evaluation.eval_backend')}: {e}") from None
         self.augment = parse_section(cfg, "data.augment", AugmentConfig)
         self._check_heatmap_size()
         #: the data set's keypoints: names, flip pairs, skeleton, upper body, joint weights
@@ -379,7 +388,8 @@ class PoseTask(Task):
         else:
             metric = CocoKeypointMetric(str(ds.ann_file), use_nms=self.eval_cfg.use_nms,
                                         soft_nms=self.eval_cfg.soft_nms, oks_thre=self.eval_cfg.oks_thre,
-                                        in_vis_thre=self.eval_cfg.in_vis_thre)
+                                        in_vis_thre=self.eval_cfg.in_vis_thre,
+                                        backend=self.eval_cfg.eval_backend)
             for batch_persons in persons:
                 metric.process(batch_persons)
             stats = metric.compute(out_dir)
@@ -407,12 +417,14 @@ class PoseTask(Task):
             return evaluate_pckh(load_predictions(results_file, gt.num_persons), gt, out_dir, gt_name=gt_path)
         ann = Path(self.data_root) / "annotations" / f"person_keypoints_{self.data.val_split}.json"
         return evaluate_keypoints(str(ann), load_results(results_file),
-                                  out_json=(out_dir / "metrics.json") if out_dir else None)
+                                  out_json=(out_dir / "metrics.json") if out_dir else None,
+                                  backend=self.eval_cfg.eval_backend)
 
     def format_metrics(self, stats: Mapping[str, float]) -> str:
         if self.data.format == "mpii":
             return format_pckh_table(stats)
-        return format_table(dict(stats), title="COCO keypoint evaluation (pycocotools)")
+        backend = BACKEND_LABELS[resolve_backend(self.eval_cfg.eval_backend)]
+        return format_table(dict(stats), title=f"COCO keypoint evaluation ({backend})")
 
     # ------------------------------------------------------------------ inspection
     def browse(self, split: str, out_dir: Path, limit: int = 20) -> int:
