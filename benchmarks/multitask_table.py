@@ -37,6 +37,9 @@ def run_overrides(name: str, root: Path, work_dir: Path, epochs: int) -> list[st
     common = [f"work_dir={work_dir}", f"train.epochs={epochs}", f"run_name=table_{name}"]
     if name == "joint":
         return common + [f"task.members.{m}.data_root={root}" for m in ("pose", "mask")]
+    if name == "pose":  # the 30-epoch recipe the joint run's pose member uses (pose_demo.yaml trains 17)
+        common += ["data.batch_size=32", "data.decoding=argmax", "scheduler.milestones=[20,26]",
+                   "evaluation.interval=5"]
     return common + [f"data_root={root}"]
 
 

@@ -47,6 +47,8 @@ def test_two_cpu_workers_stay_in_sync_and_resume(ray_local, tiny_pose_demo, tmp_
     # total batch 4/worker x 2 workers x 2 steps = 16 = 2x the base batch: lr 1e-3 -> 2e-3
     assert "total batch 16 = 4/worker x 2 worker(s) x 2 accumulation step(s), sync BN" in log
     assert "lr 0.001 -> 0.002 (linear scaling from base batch 8 to 16)" in log
+    assert "epoch 1/1 done in" in log and "ms/step" in log  # the epoch summary with the data wait
+    assert m["data_wait_ms_per_step"] >= 0 and 0 <= m["data_wait_fraction"] <= 1
     best = summary["best_checkpoint"]
     model = build_model(cfg)
     assert load_checkpoint(model, best).format == "densepred"  # sync BN keeps the BatchNorm2d names

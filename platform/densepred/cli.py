@@ -211,13 +211,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
+    from .bench.official import official_repo
 
+    official = official_repo(args.official_repo)  # checked before anything is measured
     if args.out:
         if Path(args.out).is_dir():
             raise PlatformError(f"--out {args.out} is a folder; give a JSON file name, e.g. "
                                 f"{Path(args.out) / 'bench.json'}")
         ensure_out_file(args.out, "--out")
-    result, _, _ = run_bench(quick=args.quick, only=args.only, out=Path(args.out) if args.out else None)
+    result, _, _ = run_bench(quick=args.quick, only=args.only, out=Path(args.out) if args.out else None,
+                             official_repo=official)
     return 1 if result["errors"] else 0
 
 
@@ -556,6 +559,10 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="JSON file (default benchmarks/results/<YYYY-MM-DD>-<machine id>.json)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
                    help=f"run only these sections ({', '.join(SECTIONS)}); train and infer also run peak")
+    p.add_argument("--official-repo", default=None, metavar="PATH",
+                   help="checkout of the official HRNet pose code (git clone https://github.com/leoxiaobin/"
+                        "deep-high-resolution-net.pytorch; default $DENSEPRED_OFFICIAL_HRNET): the train section "
+                        "also times its fp32 W32 step and reports our speed-up over it")
     p.set_defaults(func=cmd_bench)
 
 

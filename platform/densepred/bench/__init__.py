@@ -36,13 +36,14 @@ def sections_to_run(only: Optional[Sequence[str]]) -> list[str]:
     return [s for s in SECTIONS if s in wanted]
 
 
-def _run_section(name: str, quick: bool, result: dict[str, Any], log: Callable[[str], None]) -> Any:
+def _run_section(name: str, quick: bool, result: dict[str, Any], log: Callable[[str], None],
+                 official_repo: Optional[Path] = None) -> Any:
     from . import data, evaluation, infer, peak, startup, train
 
     if name in NEEDS_PEAK and "error" in result["peak"]:
         raise RuntimeError("the peak section failed, so there is no peak to divide by")
     runners = {"peak": lambda: peak.run_peak(quick, log),
-               "train": lambda: train.run_train(quick, result["peak"], log),
+               "train": lambda: train.run_train(quick, result["peak"], log, official_repo),
                "infer": lambda: infer.run_infer(quick, result["peak"], log),
                "data": lambda: data.run_data(quick, log),
                "eval": lambda: evaluation.run_eval(quick, log),
@@ -51,15 +52,21 @@ def _run_section(name: str, quick: bool, result: dict[str, Any], log: Callable[[
 
 
 def run_bench(quick: bool = False, only: Optional[Sequence[str]] = None, out: Optional[Path] = None,
-              log: Callable[[str], None] = print) -> tuple[dict[str, Any], Path, Optional[Path]]:
+              log: Callable[[str], None] = print,
+              official_repo: Optional[Path] = None) -> tuple[dict[str, Any], Path, Optional[Path]]:
     """Run the sections, write the JSON (and the chart next to it, ``.png``); returns
     ``(result, json path, chart path or None)``. A failing section is recorded as
-    ``{"error": ...}`` (also under ``errors``) and the others still run."""
+    ``{"error": ...}`` (also under ``errors``) and the others still run. ``official_repo``, a
+    checkout of the official HRNet pose code, adds its fp32 training step to ``train``
+    (``bench.official``); a wrong path is a ``ConfigError`` before anything is measured."""
     from .. import __version__
     from .machine import machine_info
     from .report import table, write_chart, write_json
+    from .official import check_official_repo
     from .timing import torch_threads, usable_threads
 
+    if official_repo is not None:
+        official_repo = check_official_repo(official_repo)
     t0 = time.perf_counter()
     machine = machine_info()
     result: dict[str, Any] = {"benchmark": "densepred platform bench", "densepred": __version__,
@@ -71,7 +78,7 @@ def run_bench(quick: bool = False, only: Optional[Sequence[str]] = None, out: Op
             log(f"[bench] {name} ...")
             t_section = time.perf_counter()
             try:
-                result[name] = _run_section(name, quick, result, log)
+                result[name] = _run_section(name, quick, result, log, official_repo)
             except Exception as e:  # one broken section should not hide the others' numbers
                 message = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
                 result[name], result["errors"][name] = {"error": message}, message

@@ -16,7 +16,7 @@ import torch
 
 from .models import ModelCase, build, forward_gflops
 from .peak import peak_gflops
-from .threads import choose_threads
+from ..threadprobe import choose_threads
 from .timing import median, rounded, time_runs, torch_threads
 
 BUDGET_ENV = "DENSEPRED_INFERENCE_BUDGET_S"  # optimize()'s candidate-measurement time bound

@@ -36,12 +36,34 @@ def peak_lines(peak: dict[str, Any]) -> list[str]:
 def train_lines(train: dict[str, Any]) -> list[str]:
     lines = [f"{'train step (fwd+bwd+Adam)':34s}{'batch':>6s} {'prec':>5s} {'img/s':>8s} {'GFLOP/s':>9s} "
              f"{'of peak':>8s}"]
-    for r in train["rows"]:
+    official = train.get("official")
+    last_compared = max((i for i, r in enumerate(train["rows"]) if "speedup_vs_official_fp32" in r), default=-1)
+    for i, r in enumerate(train["rows"]):
         label = f"  {r['model']} {r['input_hw'][0]}x{r['input_hw'][1]}"
         lines.append(f"{label:34s}{r['batch']:>6d} {r['precision']:>5s} {_fmt(r['img_per_s']):>8s} "
-                     f"{_fmt(r['achieved_gflops_per_s']):>9s} {r['fraction_of_peak']:>8.0%}")
+                     f"{_fmt(r['achieved_gflops_per_s']):>9s} {r['fraction_of_peak']:>8.0%}"
+                     + (f"  {r['speedup_vs_official_fp32']:.3g}x official fp32"
+                        if "speedup_vs_official_fp32" in r else ""))
+        if i == last_compared:  # the official step right below the rows compared with it
+            lines += official_lines(official)
+    if last_compared < 0:
+        lines += official_lines(official)
     lines.append("  (training FLOPs = 3 x forward FLOPs of densepred.cost.count_gflops)")
     return lines + [threads_line(train)]
+
+
+def official_lines(official: Any) -> list[str]:
+    """The official HRNet code's step (``--official-repo``), when it was timed."""
+    if not official:
+        return []
+    if "error" in official:
+        return [f"  official HRNet W32 step: FAILED: {official['error']}"]
+    o = official
+    label = f"  official W32 {o['input_hw'][0]}x{o['input_hw'][1]} (NCHW)"
+    return [f"{label:34s}{o['batch']:>6d} {o['precision']:>5s} {_fmt(o['img_per_s']):>8s} "
+            f"{_fmt(o['achieved_gflops_per_s']):>9s} {o['fraction_of_peak']:>8.0%}",
+            f"    official code: {o['repo']}; our model with its weights: max |diff| "
+            f"{_fmt(o.get('parity_max_abs_diff'), '.2g')} (outputs up to {_fmt(o.get('parity_output_max_abs'))})"]
 
 
 def threads_line(section: dict[str, Any]) -> str:
@@ -92,8 +114,11 @@ def eval_lines(ev: dict[str, Any]) -> list[str]:
 def startup_lines(st: dict[str, Any]) -> list[str]:
     if "skipped" in st:
         return [f"startup: skipped ({st['skipped']})"]
+    floor = st.get("ray_floor_s")
+    extra = (f"; Ray's own floor (no-op TorchTrainer) {floor:.3g} s, platform's share "
+             f"{st['platform_share_s']:.3g} s" if floor is not None else "")
     return [f"startup: `platform train` launch -> first training step {st['first_step_s']:.3g} s "
-            f"(whole command {st['command_s']:.3g} s, local Ray)"]
+            f"(whole command {st['command_s']:.3g} s, local Ray){extra}"]
 
 
 SECTION_LINES = {"peak": peak_lines, "train": train_lines, "infer": infer_lines, "data": data_lines,
@@ -122,6 +147,10 @@ def chart_rows(result: dict[str, Any]) -> list[tuple[str, float, float]]:
     for r in (result.get("train") or {}).get("rows", []):
         rows.append((f"train {r['model']} {r['input_hw'][0]}x{r['input_hw'][1]} b{r['batch']} {r['precision']}",
                      r["img_per_s"], r["fraction_of_peak"]))
+    o = (result.get("train") or {}).get("official") or {}
+    if "img_per_s" in o:
+        rows.append((f"train official W32 {o['input_hw'][0]}x{o['input_hw'][1]} b{o['batch']} fp32 NCHW",
+                     o["img_per_s"], o["fraction_of_peak"]))
     for e in (result.get("infer") or {}).get("models", []):
         for path in ("eager_fp32", "optimised"):
             m = e.get(path)

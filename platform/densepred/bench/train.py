@@ -7,18 +7,22 @@ The model is in channels-last with channels-last inputs, as the training engine 
 (``train.channels_last``), and each precision is the engine's: fp32, and the default that
 ``amp_mode`` chooses (bf16 autocast on CPUs with native bf16; on other CPUs the default is fp32,
 measured once). Losses are the tasks' own (``JointsMSELoss``, ``SegCrossEntropy``).
+
+With ``--official-repo`` the official HRNet pose code's own fp32 step (``bench.official``) is timed
+next to our W32 rows, and each row gets its speed-up over it.
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 
 from .models import ModelCase, build, forward_gflops
 from .peak import peak_gflops
-from .threads import choose_threads
+from ..threadprobe import choose_threads
 from .timing import median, rounded, torch_threads, usable_threads
 
 # (case, batch, timed steps) for the full run; quick mode uses smaller inputs and says so.
@@ -26,6 +30,7 @@ FULL = ((ModelCase("pose_hrnet_w32", "pose", (256, 192)), 4, 3),
         (ModelCase("seg_hrnetv2_w48", "seg", (512, 1024)), 1, 2))
 QUICK = ((ModelCase("pose_hrnet_w32", "pose", (128, 96)), 2, 2),
          (ModelCase("seg_hrnetv2_w48", "seg", (128, 256)), 1, 2))
+OFFICIAL_CASE = "pose_hrnet_w32"  # the model timed against the official code with --official-repo
 
 
 def _loss_fn(case: ModelCase, batch: int) -> Callable[[dict], torch.Tensor]:
@@ -72,6 +77,27 @@ def time_train_steps(case: ModelCase, model: torch.nn.Module, batch: int, steps:
     return times
 
 
+def _official(repo: Path, case: ModelCase, batch: int, steps: int, threads: int, fwd: float,
+              peak: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """The official fp32 step (``bench.official``) with its fraction of peak, or ``{"error": ...}``
+    (our rows stay), plus the parity of our model with the official one."""
+    from .official import official_w32_step, parity_max_abs_diff
+
+    try:
+        official = official_w32_step(repo, batch, steps, threads, case.input_hw)
+        achieved = 3 * fwd * official["img_per_s"]
+        peak_value = peak_gflops(peak, "fp32", threads)
+        official.update(achieved_gflops_per_s=rounded(achieved), fraction_of_peak=rounded(achieved / peak_value))
+        official.update(parity_max_abs_diff(repo))
+    except Exception as e:  # a broken or incompatible checkout should not hide our own figures
+        official = {"repo": str(repo), "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
+        log(f"  train official {case.label}: failed: {official['error']}")
+        return official
+    log(f"  train official {case.label} b{batch} fp32 NCHW: {official['img_per_s']:.3g} img/s "
+        f"(parity max |diff| {official['parity_max_abs_diff']:.2g})")
+    return official
+
+
 def precisions_to_run() -> list[str]:
     """fp32 and the engine's default precision (the same on CPUs without native bf16)."""
     from ..engine.loop import amp_mode
@@ -80,14 +106,19 @@ def precisions_to_run() -> list[str]:
     return ["fp32"] if default == "fp32" else ["fp32", default]
 
 
-def run_train(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """One row per (model, precision): img/s, achieved GFLOP/s and the fraction of peak."""
+def run_train(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = print,
+              official_repo: Optional[Path] = None) -> dict[str, Any]:
+    """One row per (model, precision): img/s, achieved GFLOP/s and the fraction of peak. With
+    ``official_repo`` (a checked checkout, ``bench.official``), the official code's fp32 W32 step is
+    timed right after ours at the same input, batch, steps and threads: ``official`` in the result,
+    and ``speedup_vs_official_fp32`` on our W32 rows."""
     from ..engine.loop import amp_mode
 
     default = amp_mode(torch.device("cpu"), True)
     threads, probe = choose_threads()
     log(f"  train threads: {threads} (probe ms by threads: {probe['probe_ms']})")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    official: dict[str, Any] = {}
     for case, batch, steps in (QUICK if quick else FULL):
         for precision in precisions_to_run():
             model = build(case)  # fresh weights and optimizer state per precision
@@ -105,7 +136,13 @@ def run_train(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = pr
                          "peak_gflops_per_s": peak_value, "fraction_of_peak": rounded(achieved / peak_value)})
             log(f"  train {case.label} b{batch} {precision}: {img_s:.3g} img/s, "
                 f"{achieved:.3g} GFLOP/s = {achieved / peak_value:.0%} of peak")
-    return {"rows": rows, "quick_inputs_reduced": quick, "optimizer": "Adam",
+        if official_repo is not None and case.name == OFFICIAL_CASE:
+            official = _official(official_repo, case, batch, steps, threads, fwd, peak, log)
+            for r in rows:
+                if r["model"] == OFFICIAL_CASE and "img_per_s" in official:
+                    r["speedup_vs_official_fp32"] = rounded(r["img_per_s"] / official["img_per_s"])
+    extra = {"official": official} if official_repo is not None else {}
+    return {"rows": rows, **extra, "quick_inputs_reduced": quick, "optimizer": "Adam",
             "flops": "training FLOPs = 3 x forward FLOPs (densepred.cost.count_gflops, multiply-add = 2)",
             "peak": "the best matmul or 3x3 convolution rate at the same precision and up to the same threads",
             "threads": threads, "thread_probe": probe, "threads_available": usable_threads()}

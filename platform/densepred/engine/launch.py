@@ -50,8 +50,12 @@ def ray_init_kwargs() -> dict[str, Any]:
     # Ray Train V2 re-routes print() in workers through a logger and also tees it, which doubles
     # every progress line and defeats redirect_stdout; workers keep plain print.
     # Ray's INFO start-up lines carry ANSI colours even when redirected; warnings still show.
+    # OpenMP threads that spin at every operator's barrier steal the core a busy neighbour (or
+    # the data loader) needs: 2 threads then ran 15x slower than 1 on shared vCPUs. Sleeping
+    # waits cost 0-3% on a quiet machine (threadprobe, README "Performance").
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     return {"ignore_reinit_error": True, "log_to_driver": True, "logging_level": logging.WARNING,
-            "runtime_env": {"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}}}
+            "runtime_env": {"env_vars": env}}
 
 
 def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -55,6 +56,7 @@ class TrainSettings:
     nonfinite_loss: str = setting("stop", choices=NONFINITE)  # stop | skip (skip the batch and count it)
     max_fault_fraction: float = setting(0.01, ge=0, le=1)  # more skipped samples (or batches) per epoch: error
     report_cost: bool = False        # report params, GFLOPs and batch-1 latency with every epoch (sweeps)
+    thread_probe: bool = True        # measure whether ray.cpus_per_worker threads beat 1 thread (shared CPUs)
 
     def __post_init__(self) -> None:
         if self.lr_scaling != "none" and not self.base_batch_size:
@@ -248,17 +250,48 @@ class _EpochStats:
     """What one epoch's batch loop on this worker adds up."""
 
     t0: float
-    loss_sum: float = 0.0
+    loss_acc: Optional[torch.Tensor] = None  # sample-weighted loss sum, kept on the device (no sync per step)
     n_seen: int = 0
+    data_wait_s: float = 0.0        # time the loop waited for the loader
+    steps: int = 0
     faults: list = field(default_factory=list)
     skipped: int = 0
     log_sums: dict = field(default_factory=dict)    # the task's step figures, sample-weighted sums
     log_counts: dict = field(default_factory=dict)
 
-    def add_logs(self, logs: dict[str, float], n: int) -> None:
+    @property
+    def loss_sum(self) -> float:
+        return float(self.loss_acc) if self.loss_acc is not None else 0.0
+
+    def add_loss(self, loss: torch.Tensor, n: int) -> None:
+        value = loss.detach().float() * n
+        self.loss_acc = value if self.loss_acc is None else self.loss_acc + value
+        self.n_seen += n
+
+    def add_logs(self, logs: dict[str, Any], n: int) -> None:
         for k, v in logs.items():
-            self.log_sums[k] = self.log_sums.get(k, 0.0) + float(v) * n
+            v = v.detach().float() * n if isinstance(v, torch.Tensor) else float(v) * n
+            self.log_sums[k] = self.log_sums.get(k, 0.0) + v
             self.log_counts[k] = self.log_counts.get(k, 0) + n
+
+    def plain_log_sums(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.log_sums.items()}
+
+
+def timed_batches(batches: Any, stats: _EpochStats) -> Iterator[tuple[int, Any]]:
+    """``enumerate(batches)``, adding the time spent waiting for each batch to ``stats``."""
+    it = iter(batches)
+    i = 0
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        stats.data_wait_s += time.perf_counter() - t0
+        stats.steps += 1
+        yield i, batch
+        i += 1
 
 
 def _train_worker(config: dict) -> None:
@@ -304,13 +337,11 @@ def _build_run(config: dict) -> _Run:
     settings = parse_section(cfg, "train", TrainSettings)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = int(config.get("threads", 0))
-    if threads > 0:
-        torch.set_num_threads(threads)
     seed = int(cfg.get("seed", 0))
     seed_worker(seed, rank)
     run_dir = run_dir_of(cfg)
     log = RunLog(run_dir, enabled=rank == 0)
+    set_compute_threads(int(config.get("threads", 0)), settings.thread_probe, log)
 
     if rank == 0 and config.get("fit_id"):
         attempt = count_attempt(run_dir, config["fit_id"])
@@ -362,6 +393,24 @@ def _build_run(config: dict) -> _Run:
                 extras=extras, batch_size=batch_size, batches_per_epoch=batches_per_epoch,
                 total_batch=total_batch, optimizer=optimizer, scheduler=scheduler, by_iter=by_iter,
                 autocast=autocast, scaler=scaler)
+
+
+def set_compute_threads(threads: int, probe: bool, log: RunLog) -> int:
+    """Intra-op threads of this worker: its ``threads`` CPUs, or 1 when a short probe
+    (``threadprobe``) finds that more threads are not clearly faster here (a busy neighbour)."""
+    if threads <= 0:
+        return torch.get_num_threads()
+    chosen, info = threads, None
+    if probe and threads > 1:
+        from ..threadprobe import choose_threads
+
+        chosen, info = choose_threads(rounds=3, max_threads=threads, every_round=False, min_speedup=1.2)
+    torch.set_num_threads(chosen)
+    if info is not None:
+        ms = ", ".join(f"{n} thread(s) {v:.1f} ms" for n, v in info["probe_ms"].items())
+        log.say(f"[train] compute threads per worker: {chosen} of {threads} CPU(s) (probe: {ms}; "
+                f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; train.thread_probe=false keeps {threads})")
+    return chosen
 
 
 def _build_model(task: Task, settings: TrainSettings, device: torch.device, rank: int, world: int,
@@ -441,7 +490,7 @@ def _train_epoch(run: _Run, progress: _Progress, epoch: int) -> _EpochStats:
         run.extras.train()
     stats = _EpochStats(t0=time.time())
     run.optimizer.zero_grad(set_to_none=True)
-    for it, batch in enumerate(run.batches):
+    for it, batch in timed_batches(run.batches, stats):
         if progress.startup_s is None and run.config.get("t_start"):
             progress.startup_s = time.time() - float(run.config["t_start"])
             run.log.say(f"[train] first training step {progress.startup_s:.1f} s after the launch")
@@ -498,8 +547,7 @@ def _forward_backward(run: _Run, progress: _Progress, stats: _EpochStats, batch:
         else:
             loss_for_grad = loss / settings.accumulate
             (run.scaler.scale(loss_for_grad) if run.scaler is not None else loss_for_grad).backward()
-            stats.loss_sum += loss.item() * len(images)
-            stats.n_seen += len(images)
+            stats.add_loss(loss, len(images))
             stats.add_logs(logs, len(images))
     return bad
 
@@ -562,6 +610,8 @@ def _end_epoch(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats, e
     settings, rank = run.settings, run.rank
     metrics = _epoch_faults(run, progress, epoch, stats)
     metrics.update(_epoch_task_logs(run, epoch, stats))
+    if rank == 0:
+        _epoch_summary(run, metrics)
     if not all(bool(torch.isfinite(t).all()) for t in run.core.state_dict().values() if t.is_floating_point()):
         raise StopRun(f"the weights are no longer finite after epoch {epoch + 1} (the model diverged); "
                       "the last good checkpoint is kept. Lower the learning rate")
@@ -594,10 +644,21 @@ def _end_epoch(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats, e
     return False
 
 
+def _epoch_summary(run: _Run, m: dict[str, Any]) -> None:
+    """Rank 0's line after each epoch: time, speed over all workers, loss, and how long the step
+    waited for data (this worker), with advice when the loader starves the step."""
+    t = max(m["epoch_time_s"], 1e-9)
+    wait = m["data_wait_fraction"]
+    advice = " - the loader is the bottleneck: raise data.loader_workers" if wait > 0.2 else ""
+    run.log.say(f"epoch {m['epoch']}/{run.settings.epochs} done in {t:.1f} s: {m['samples'] / t:.1f} img/s, "
+                f"loss {m['loss']:.6f}, data wait {m['data_wait_ms_per_step']:.1f} ms/step "
+                f"({wait:.0%} of the epoch){advice}")
+
+
 def _epoch_task_logs(run: _Run, epoch: int, stats: _EpochStats) -> dict[str, float]:
     """The epoch means of the task's step figures over all workers, handed to ``task.end_epoch``
     (loss balancing that adapts per epoch); returns both for the epoch's metrics."""
-    parts = gather_lists([(stats.log_sums, stats.log_counts)], run.world)
+    parts = gather_lists([(stats.plain_log_sums(), stats.log_counts)], run.world)
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     for part_sums, part_counts in parts:
@@ -620,7 +681,9 @@ def _epoch_faults(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats
                                "loss": stats.loss_sum / max(1, stats.n_seen),
                                "lr": run.optimizer.param_groups[0]["lr"], "faults": len(all_faults),
                                "faults_total": progress.faults_total, "skipped_batches": stats.skipped,
-                               "epoch_time_s": time.time() - stats.t0, "samples": seen_total}
+                               "epoch_time_s": time.time() - stats.t0, "samples": seen_total,
+                               "data_wait_ms_per_step": 1e3 * stats.data_wait_s / max(1, stats.steps),
+                               "data_wait_fraction": stats.data_wait_s / max(1e-9, time.time() - stats.t0)}
     if all_faults:
         run.log.say(f"[data] epoch {epoch + 1}: {len(all_faults)} sample(s) skipped (listed in "
                     f"logs/faults.txt): " + "; ".join(sorted(set(all_faults))[:5]))
