@@ -72,7 +72,7 @@ def augment(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, cente
     scale = scale * np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf)
     rot = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2)) if rng.random() <= aug.rotation_prob else 0.0
     if aug.flip and rng.random() <= 0.5:
-        image = image[:, ::-1, :]
+        image = cv2.flip(image, 1)  # the same pixels as image[:, ::-1], but contiguous (the warp needs that)
         joints, joints_vis = fliplr_joints(joints, joints_vis, image.shape[1], meta.flip_pairs)
         center[0] = image.shape[1] - center[0] - 1
     return image, joints, joints_vis, center, scale, rot
