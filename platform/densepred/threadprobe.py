@@ -11,8 +11,9 @@ So a small stack of HRNet-sized convolutions is timed at 1 thread and at all thr
 interleaved (about 0.2 s), and all threads are used only if they win by a clear margin (a real
 parallel speed-up); otherwise 1 thread. ``platform bench`` asks for a win in every round (its
 figures must not be distorted by a stall); training workers, which also run with
-``OMP_WAIT_POLICY=PASSIVE`` (see ``engine.launch``), ask for a win in the median round, so one
-noisy round does not halve a whole run's speed.
+``OMP_WAIT_POLICY=PASSIVE`` (see ``engine.launch``), drop to 1 thread only when more threads
+are clearly slower in the median round: the probe runs while Ray and the loader are starting,
+and a demotion on a noisy tie once made a whole segmentation run 40 % slower.
 """
 from __future__ import annotations
 

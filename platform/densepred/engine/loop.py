@@ -395,16 +395,22 @@ def _build_run(config: dict) -> _Run:
                 autocast=autocast, scaler=scaler)
 
 
+WORKER_MIN_SPEEDUP = 0.9  # more threads unless they take over 1/0.9 = 1.11x the time of one
+
+
 def set_compute_threads(threads: int, probe: bool, log: RunLog) -> int:
     """Intra-op threads of this worker: its ``threads`` CPUs, or 1 when a short probe
-    (``threadprobe``) finds that more threads are not clearly faster here (a busy neighbour)."""
+    (``threadprobe``) finds more threads clearly slower than one (the stall of spinning threads
+    with a busy neighbour). A tie keeps all threads: the probe runs while Ray and the data loader
+    are still starting, and one noisy reading must not halve a whole run's speed."""
     if threads <= 0:
         return torch.get_num_threads()
     chosen, info = threads, None
     if probe and threads > 1:
         from ..threadprobe import choose_threads
 
-        chosen, info = choose_threads(rounds=3, max_threads=threads, every_round=False, min_speedup=1.2)
+        chosen, info = choose_threads(rounds=3, max_threads=threads, every_round=False,
+                                      min_speedup=WORKER_MIN_SPEEDUP)
     torch.set_num_threads(chosen)
     if info is not None:
         ms = ", ".join(f"{n} thread(s) {v:.1f} ms" for n, v in info["probe_ms"].items())
