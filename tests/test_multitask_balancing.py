@@ -226,7 +226,9 @@ def test_gradnorm_total_uses_detached_weights_and_resumes_exactly() -> None:
     bal(losses, toy.shared.weight).backward()
     # The model gradient is that of Σ w_i L_i with the weights of this step, nothing from L_grad.
     expect = sum(w[i] * torch.autograd.grad(toy.losses()[n], toy.shared.weight)[0] for i, n in enumerate(NAMES))
-    assert torch.allclose(toy.shared.weight.grad, expect, rtol=1e-5, atol=1e-7)
+    # fp32 sums in another order (AVX-512/AMX kernels) differ by ~1e-5 relative; a leak of L_grad
+    # into the model gradient would be of the order of the gradient itself.
+    assert torch.allclose(toy.shared.weight.grad, expect, rtol=1e-4, atol=1e-6)
     fresh(toy.losses(), toy.shared.weight)  # the resumed balancer takes the same step
     assert fresh.weights() == pytest.approx(bal.weights(), rel=1e-6)
 
