@@ -92,6 +92,34 @@ def remove_detections(ctx):
     shutil.rmtree(_copy_pose(ctx) / "person_detection_results")
 
 
+def short_keypoints(ctx):
+    """The first person of the train annotations has 16 keypoints' values instead of 17."""
+    import json
+
+    ann = _copy_pose(ctx) / "annotations" / "person_keypoints_train2017.json"
+    data = json.loads(ann.read_text())
+    first = next(a for a in data["annotations"] if a.get("num_keypoints", 0) > 0)
+    first["keypoints"] = first["keypoints"][:48]
+    ann.write_text(json.dumps(data))
+
+
+def remove_train_image_files(ctx):
+    for image in (_copy_pose(ctx) / "images" / "train2017").glob("*.jpg"):
+        image.unlink()
+
+
+def unknown_label_id(ctx):
+    """A Cityscapes label file holding the labelId 99, which the label table does not have."""
+    import cv2
+    import numpy as np
+
+    root = Path(shutil.copytree(ctx["seg"], ctx["tmp"] / "cityscapes"))
+    label = sorted((root / "gtFine" / "train").glob("*/*_gtFine_labelIds.png"))[0]
+    ids = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    ids[0, :4] = 99
+    cv2.imwrite(str(label), ids)
+
+
 def make_folder(name: str):
     def setup(ctx):
         (ctx["tmp"] / name).mkdir(parents=True)
@@ -297,7 +325,7 @@ ROWS: list[Row] = [
     Row("train-unknown-loss-type", train("task.loss.type=MSELosss"),
         r"task\.loss: unknown loss type 'MSELosss'; registered losses: .*JointsMSELoss", absent=NO_RUN),
     Row("train-data-root-empty", train("data_root="),
-        r"--set: data_root is empty; give the dataset root folder \(e\.g\. --set data_root=data/coco\), or null", absent=NO_RUN),
+        r"--set: data_root is empty; give the dataset root folder \(e\.g\. --set data_root=data/coco\)$", absent=NO_RUN),
     Row("train-work-dir-empty", train("work_dir="),
         r"--set: work_dir is empty; give the folder for run folders \(e\.g\. --set work_dir=work_dirs\)", absent=NO_RUN),
     Row("train-task-after-set", ["train", "--set", "data_root=$tmp/nowhere", "work_dir=$work", "$POSE"],
@@ -317,6 +345,16 @@ ROWS: list[Row] = [
         r"\(set bbox_file: null to use ground-truth boxes\)", remove_detections, NO_RUN),
     Row("train-seg-data-root-missing", ["train", "$SEG", "--set", "data_root=$tmp/nowhere", "work_dir=$work"],
         r"data_root .*nowhere does not exist", absent=NO_RUN),
+    # ------------------------------------------------------------------ train: the data itself (before Ray)
+    Row("train-keypoint-count-mismatch", ["train", "$POSE", "--set", "data_root=$tmp/coco", "work_dir=$work"],
+        r"person_keypoints_train2017\.json: annotation \d+ has 48 keypoint values, expected 51 "
+        r"\(17 keypoints x 3\)", short_keypoints, NO_RUN),
+    Row("train-image-files-missing", ["train", "$POSE", "--set", "data_root=$tmp/coco", "work_dir=$work"],
+        r"\d+ of \d+ train image files missing or unreadable \(e\.g\. .*\.jpg\): more than "
+        r"train\.max_fault_fraction=0\.01, so the run would stop in its first epoch", remove_train_image_files, NO_RUN),
+    Row("train-seg-unknown-label-id", ["train", "$SEG", "--set", "data_root=$tmp/cityscapes", "work_dir=$work"],
+        r"_gtFine_labelIds\.png: unknown Cityscapes label id\(s\) .*99.*\(valid labelIds are 0\.\.33\)",
+        unknown_label_id, NO_RUN),
 
     # ------------------------------------------------------------------ train: flags, run folders
     Row("train-workers-0", train(flags=("--workers", "0")), r"--workers must be >= 1, got 0 \(see platform train --help\)"),

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -90,14 +91,18 @@ def test_sigkilled_worker_is_replaced_and_the_run_resumes(ray_local, tiny_pose_d
     assert _placement_groups_alive() == []
 
 
-def _cli_train(root, work_dir, *extra, resume=False):
+def _cli_train(root, work_dir, *extra):
     """`platform train` in a child process, joining the test session's Ray instance as a user joins a
     cluster (--address)."""
     import ray
 
-    cmd = [sys.executable, "-m", "densepred.cli", "train", str(TASK), "--workers", "1",
-           "--address", ray.get_runtime_context().gcs_address,
-           *(["--resume"] if resume else []), "--set", *_overrides(root, work_dir, *extra)]
+    return _cli(["train", str(TASK), "--workers", "1", "--address", ray.get_runtime_context().gcs_address,
+                 "--set", *_overrides(root, work_dir, *extra)])
+
+
+def _cli(args: list[str]) -> subprocess.Popen:
+    """`platform ARGS` in a child process (output in .stdout)."""
+    cmd = [sys.executable, "-m", "densepred.cli", *args]
     env = dict(os.environ, PYTHONPATH=str(REPO / "platform"), RAY_AUTH_MODE="disabled")
     # A suite started in the background (`cmd &`) inherits an ignored SIGINT, and so would the child:
     # give it the default disposition, as in a terminal, so that Python turns Ctrl-C into KeyboardInterrupt.
@@ -126,14 +131,17 @@ def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(ray_loca
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out
-    assert "continue with: platform train tasks/pose_demo.yaml --resume --set run_name=cut" in out
+    # The hint names the run's own config.yaml (every --set value is in it) and the --address flag.
+    hint = re.search(r"continue with: (platform train .*)$", out, flags=re.M)
+    assert hint, out
+    assert hint.group(1).startswith(f"platform train {run_dir / 'config.yaml'} --resume --address "), hint.group(1)
     assert read_latest(run_dir)["epoch"] < 10  # really cut short
     # Its workers and placement group are gone from the cluster.
     _wait_for(lambda: _placement_groups_alive() == [], 60, "the interrupted run's placement group to be removed")
     _wait_for(lambda: _train_workers_alive() == [], 60, "the interrupted run's workers to exit")
 
-    # ... then `platform train --resume` finishes it ...
-    proc = _cli_train(tiny_pose_demo, tmp_path, *epochs, "run_name=cut", resume=True)
+    # ... then the printed command, run as printed, finishes it ...
+    proc = _cli(shlex.split(hint.group(1))[1:])
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "[resume] continuing after epoch" in out
@@ -218,9 +226,13 @@ def test_a_cluster_whose_cpus_are_held_by_another_job_is_a_clear_error(ray_local
     assert not (tmp_path / "busy").exists()
 
 
-def test_an_error_inside_a_worker_that_would_repeat_is_not_retried(ray_local, tiny_pose_demo, tmp_path):
-    """A broken annotation file passes the driver's existence check but fails in the worker: the run
-    stops with that one line (console and train.log) after one worker group, not after Ray's retries."""
+def test_an_error_inside_a_worker_that_would_repeat_is_not_retried(ray_local, tiny_pose_demo, tmp_path, monkeypatch):
+    """An annotation file that breaks after the driver's data check (here: the check is skipped)
+    fails in the worker: the run stops with that one line (console and train.log) after one worker
+    group, not after Ray's retries."""
+    import densepred.engine.launch as launch
+
+    monkeypatch.setattr(launch, "check_task_data", lambda *a, **k: None)
     root = tmp_path / "coco"
     shutil.copytree(tiny_pose_demo, root)
     ann = root / "annotations" / "person_keypoints_train2017.json"

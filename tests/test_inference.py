@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 
 import pytest
 import torch
@@ -137,6 +139,9 @@ def test_plan_is_cached_and_reused_without_measuring(monkeypatch, tmp_path, no_o
     second = inference.optimize(model, x)
     assert second.plan["source"] == "cache" and len(calls) == 1       # no second measurement
     assert second.plan["path"] == first.plan["path"] and "plan from" in second.describe()
+    # a cached figure says it is one, and when it was measured; a fresh one does not
+    assert re.search(r"x, cached plan measured \d{4}-\d\d-\d\d \d\d:\d\d\)", second.describe())
+    assert "cached plan" not in first.describe() and saved["measured_at"] == first.plan["measured_at"]
     inference.optimize(model, torch.randn(2, 3, 64, 48))               # another shape: measured
     assert len(calls) == 2
     inference.optimize(model, x, cache=False)
@@ -219,3 +224,44 @@ def test_eval_with_and_without_eager_agree(tiny_pose_demo, tmp_path, capsys):
     pts = torch.tensor([r["keypoints"] for r in k_opt]) - torch.tensor([r["keypoints"] for r in k_eager])
     same = (pts.view(len(k_opt), -1, 3)[..., :2].abs().amax(-1) < 0.5).float().mean()
     assert len(k_opt) == len(k_eager) > 0 and float(same) >= 0.9
+
+
+def _sleeper(base_s: float, slow_calls: set, extra_s: float, counter: list):
+    """A runner taking ``base_s``, plus ``extra_s`` on the calls (counted across runners, from 1)
+    listed in ``slow_calls``: a neighbour's burst of load."""
+    def run(x):
+        counter.append(1)
+        time.sleep(base_s + (extra_s if len(counter) in slow_calls else 0.0))
+        return {"out": x.clone()}
+    return run
+
+
+def test_measurement_ignores_slow_warm_up_and_a_busy_round():
+    """Equal candidates stay equal when the budget is gone after the warm-ups and the first timed
+    round is slowed for one of them: no invented speed-up (a cached 14x came from such a run)."""
+    counter: list = []
+    # calls 1-2: warm-ups (eager's slowed, as its first call was); call 3: eager in round 1, slowed
+    runners = {"eager": _sleeper(0.01, {1, 3}, 0.25, counter), "fold": _sleeper(0.01, set(), 0.0, counter)}
+    timing = inference.measure_candidates(runners, torch.zeros(1, 3, 4, 4), budget_s=0.0)
+    assert timing.rounds >= inference.MIN_ROUNDS and set(timing.outputs) == {"eager", "fold"}
+    assert timing.ms["eager"] / timing.ms["fold"] < 1.5
+    assert inference.choose(timing.ms, ("eager", "fold")) in ("eager", "fold")
+
+
+def test_measurement_records_a_failing_candidate_and_times_the_rest():
+    def broken(x):
+        raise RuntimeError("no kernel")
+    counter: list = []
+    timing = inference.measure_candidates({"eager": _sleeper(0.001, set(), 0.0, counter), "ort": broken},
+                                          torch.zeros(1, 3, 4, 4), budget_s=0.0)
+    assert "no kernel" in timing.failed["ort"] and set(timing.ms) == {"eager"}
+
+
+def test_cached_plan_without_a_date_says_so():
+    plan = {"path": "fold", "runtime": "torch", "precision": "fp32", "ms": {"eager": 20.0, "fold": 10.0},
+            "measured_batch": 1, "input_shape": [1, 3, 8, 8], "source": "cache", "cache_file": "/c/p.json"}
+    assert "(2.00x, cached plan measured at an unknown time)" in inference.describe_plan(plan)
+    plan["measured_at"] = "2026-11-29T14:03+00:00"
+    assert "(2.00x, cached plan measured 2026-11-29 14:03)" in inference.describe_plan(plan)
+    plan["source"] = "measured"
+    assert "cached plan" not in inference.describe_plan(plan)

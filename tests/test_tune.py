@@ -53,12 +53,13 @@ def test_asha_sweep_stops_weak_trials_and_its_best_config_trains_unchanged(ray_l
     from densepred.engine.launch import train
     from densepred.tuning.runner import run_sweep
 
-    spec = load_space(write_space(tmp_path, tiny_pose_demo))
+    # The good trial (lr 3e-3) runs first and sets the bar at each rung; the weak one falls below it.
+    spec = load_space(write_space(tmp_path, tiny_pose_demo, space={"optimizer.lr": {"grid": [3.0e-3, 1.0e-5]}}))
     out = run_sweep(spec)
     rows = _rows(out["dir"])
-    assert len(rows) == 4
-    states = [r["state"] for r in rows]
-    assert "STOPPED" in states and "TERMINATED" in states, states   # ASHA cut the weak (lr 1e-5) trials
+    assert len(rows) == 2
+    states = {float(r["optimizer.lr"]): (r["state"], r["epochs"]) for r in rows}
+    assert states == {3.0e-3: ("TERMINATED", "3"), 1.0e-5: ("STOPPED", "1")}, states  # ASHA cut the weak trial
     assert all(r["params"] and r["gflops"] and r["latency_ms"] for r in rows)
     best = rows[0]
     assert best["rank"] == "1" and float(best["optimizer.lr"]) == 3.0e-3
@@ -163,14 +164,21 @@ BAD_SPACES = [
     ("optimizer_value_rejected", {"space": {"optimizer.lr": {"grid": [1.0e-3, -1.0]}}},
      r"optimizer.lr: the task rejects a sampled trial \(optimizer.lr=-1.0\)"),
     ("metric_not_reported", {"metric": "APX"}, r"sweep.yaml: metric: 'APX' is not reported by PoseTask \(did you mean 'AP'\?\)"),
+    ("grace_longer_than_a_trial", {"scheduler": {"type": "asha", "grace_period": 4}},
+     r"sweep.yaml: scheduler.grace_period: 4 evaluation round\(s\), but a trial makes only 3 evaluation round\(s\) "
+     r"per trial \(3 epoch\(s\), evaluated every epoch\); lower scheduler.grace_period to at most 3"),
+    ("median_grace_longer_than_a_trial", {"scheduler": {"type": "median", "grace_period": 9}},
+     r"scheduler.grace_period: 9 evaluation round\(s\), but a trial makes only 3"),
 ]
 
 
 @pytest.mark.parametrize("case,fields,message", BAD_SPACES, ids=[c[0] for c in BAD_SPACES])
 def test_bad_space_is_one_line_naming_file_and_key(tiny_pose_demo, tmp_path, case, fields, message):
+    from densepred.tuning.runner import check_sweep
+
     path = write_space(tmp_path, tiny_pose_demo, **fields)
     with pytest.raises(ConfigError, match=message) as info:
-        check_against_task(load_space(path))
+        check_sweep(load_space(path))
     assert "\n" not in str(info.value)
     assert not (tmp_path / "work").exists()
 
@@ -195,3 +203,53 @@ def test_missing_data_is_found_before_the_sweep_starts(tmp_path):
     path = write_space(tmp_path, tmp_path / "no_coco")
     with pytest.raises(PlatformError, match=r"data_root .*no_coco does not exist"):
         check_against_task(load_space(path))
+
+
+def test_iteration_schedule_budget_counts_evaluation_rounds(tmp_path):
+    """Segmentation trains for train.iters steps: its trials' epochs follow from the training set,
+    and the schedulers' budget from its evaluation interval."""
+    from densepred.tasks.segmentation.demo_data import make_seg_demo
+    from densepred.tuning.runner import check_sweep
+
+    root = tmp_path / "cityscapes"
+    make_seg_demo(root, num_train=16, num_val=2, image_size=(64, 32), seed=3, progress=False)
+    space = REPO / "tuning" / "seg_hrnet_width_fusion.yaml"
+    sets = [f"data_root={root}", "data.batch_size=8"]  # 2 steps per epoch
+    budget = check_sweep(load_space(space, sets))       # train.iters 200, evaluation.interval 4
+    assert (budget.epochs, budget.rounds, budget.iteration_based) == (100, 25, True)
+    with pytest.raises(ConfigError, match=r"scheduler.grace_period: 2 evaluation round\(s\), but a trial makes only 1 "
+                                          r"evaluation round\(s\) per trial \(3 epoch\(s\) for the iteration schedule"):
+        check_sweep(load_space(space, sets + ["train.iters=6"]))
+
+
+def test_a_sweep_without_a_finished_trial_fails_and_resume_retries_its_errors(ray_local, tiny_pose_demo, tmp_path,
+                                                                              capsys):
+    """Exit status 2 naming the error; a broken first start is no obstacle; --resume runs failed
+    trials again, --resume --keep-errors leaves them."""
+    from densepred.cli import main
+
+    space = write_space(tmp_path, tiny_pose_demo, space={"model.backbone.width": {"grid": [8]}},
+                        overrides={**TINY, "data_root": str(tiny_pose_demo), "work_dir": str(tmp_path / "work"),
+                                   "train.epochs": 1, "optimizer.lr": 1.0e+30})   # the loss diverges at once
+    sweep = tmp_path / "work" / "tune" / "sweep"
+    (sweep / "ray_tune").mkdir(parents=True)
+    (sweep / "ray_tune" / "tuner.pkl").write_bytes(b"")  # what a start cut off during start-up leaves
+    assert main(["tune", str(space)]) == 2
+    out, err = capsys.readouterr()
+    err = err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: sweep 'sweep': no trial finished (1 of 1 failed); first "
+                                               "error: training stopped: loss is"), err
+    (row,) = _rows(sweep)
+    assert row["state"] == "ERROR" and row["error"].startswith("training stopped: loss is")
+    assert f"[tune] {row['trial_id']} failed after 0 epoch(s): training stopped: loss is" in out
+    log = sweep / "trials" / row["trial_id"] / "logs"
+    assert (log / "error.txt").read_text().startswith(row["error"])
+    runs = (log / "train.log").read_text().count("worker(s) on cpu")
+
+    assert main(["tune", str(space), "--resume", "--keep-errors"]) == 2
+    assert (log / "train.log").read_text().count("worker(s) on cpu") == runs == 1  # not run again
+    capsys.readouterr()
+    assert main(["tune", str(space), "--resume"]) == 2
+    assert (log / "train.log").read_text().count("worker(s) on cpu") == 2  # run again, failed again
+    out = capsys.readouterr().out
+    assert f"[tune] {row['trial_id']} failed after 0 epoch(s): training stopped: loss is" in out, out

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from densepred.tuning.report import (TrialRecord, best_checkpoint, format_table, pareto_front, rank_trials,
-                                     trial_value, write_report)
+from densepred.tuning.plots import axis_plan, figure_vs_key, has_front, plot_figures
+from densepred.tuning.report import (TrialRecord, best_checkpoint, error_line, format_table, pareto_front,
+                                     rank_trials, trial_value, write_report)
 
 KEYS = ["model.backbone.width", "model.backbone.upsample_mode", "optimizer.lr"]
 TWO = [("AP", "max"), ("gflops", "min")]
@@ -99,7 +100,8 @@ def test_format_table(tmp_path):
     assert "width" in lines[0] and "upsample_mode" in lines[0] and "lr" in lines[0]
     assert "AP (max)" in lines[0] and "gflops (min)" in lines[0]
     assert lines[2].split()[:3] == ["1*", "sweep_00002", "TERMINATED"]
-    assert lines[-1].split()[:3] == ["-", "sweep_00004", "ERROR"]
+    assert lines[-3].split()[:3] == ["-", "sweep_00004", "ERROR"]
+    assert lines[-2:] == ["errors:", "  sweep_00004: RuntimeError: out of memory"]
     short = format_table(trials, TWO, KEYS, limit=2).splitlines()
     assert len(short) == 5 and short[-1] == "... 3 more trial(s)"
 
@@ -184,3 +186,74 @@ def test_no_trial_reported_the_metric(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and all(r["rank"] == "" and r["AP"] == "" for r in rows)
     assert "Best trial: none" in out["summary"].read_text()
+
+
+# ------------------------------------------------------------------ pictures follow the search space
+
+def _width_trials(widths: list, lrs: list) -> list[TrialRecord]:
+    return [TrialRecord(f"s_{i:05d}", "TERMINATED", {"model.backbone.width": w, "optimizer.lr": lr},
+                        [{"epoch": 1, "AP": 0.1 * (i + 1), "gflops": 0.5 + i, "mIoU": 0.9 - 0.1 * i}])
+            for i, (w, lr) in enumerate(zip(widths, lrs))]
+
+
+def _ticks(ax) -> tuple[list[float], list[str]]:
+    return [float(t) for t in ax.get_xticks()], [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_choice_key_is_drawn_as_categories_even_when_numeric():
+    """width {choice: [8, 16, 24]}: one evenly spaced tick per value, in numeric order."""
+    trials = _width_trials([24, 8, 16, 8], [1e-4] * 4)
+    ax = figure_vs_key(trials, ("AP", "max"), "model.backbone.width", "choice").axes[0]
+    assert _ticks(ax) == ([0.0, 1.0, 2.0], ["8", "16", "24"])
+    # a single sampled value: one tick "8", not a continuous axis from 7.6 to 8.4
+    ax = figure_vs_key(trials[1:2], ("AP", "max"), "model.backbone.width", "grid").axes[0]
+    assert _ticks(ax) == ([0.0], ["8"])
+    assert axis_plan([24, 8, 16], "choice").labels == ["8", "16", "24"]
+    assert axis_plan([24, 8, 16], "randint").scale == "linear"
+
+
+def test_loguniform_key_is_on_a_log_axis_even_over_a_short_range():
+    trials = _width_trials([8, 8, 8], [1e-4, 2e-4, 5e-4])  # max/min 5: the guess would be linear
+    assert figure_vs_key(trials, ("AP", "max"), "optimizer.lr", "loguniform").axes[0].get_xscale() == "log"
+    assert figure_vs_key(trials, ("AP", "max"), "optimizer.lr", "uniform").axes[0].get_xscale() == "linear"
+    assert figure_vs_key(trials, ("AP", "max"), "optimizer.lr", None).axes[0].get_xscale() == "linear"
+
+
+def test_pareto_front_only_over_searched_objectives(tmp_path):
+    trials = _width_trials([8, 16, 24], [1e-4, 2e-4, 5e-4])
+    keys = ["model.backbone.width"]
+    one = plot_figures(trials, [("AP", "max")], keys, {"model.backbone.width": "choice"})
+    assert "metric_vs_gflops.png" in one and not has_front(one["metric_vs_gflops.png"])  # gflops not searched
+    assert not any(name.startswith("pareto_") for name in one)
+    with_gflops = plot_figures(trials, TWO, keys)
+    assert has_front(with_gflops["metric_vs_gflops.png"])
+    for t, ap, miou in zip(trials, (0.5, 0.3, 0.1), (0.5, 0.7, 0.6)):
+        t.history[0].update({"pose/AP": ap, "mask/mIoU": miou})
+    objectives = [("pose/AP", "max"), ("mask/mIoU", "max")]
+    out = write_report(tmp_path / "out", trials, objectives, keys, {}, kinds={"model.backbone.width": "choice"})
+    names = {p.name for p in out["plots"]}
+    assert "pareto_pose_AP_vs_mask_mIoU.png" in names and "metric_vs_gflops.png" in names
+    figures = plot_figures(trials, objectives, keys)
+    assert has_front(figures["pareto_pose_AP_vs_mask_mIoU.png"])
+    assert not has_front(figures["metric_vs_gflops.png"])
+
+
+def test_error_full_in_csv_one_line_in_table_and_summary(tmp_path):
+    traceback = ("ray.exceptions.RayTaskError(TrainingFailedError): ray::_Inner.train() (pid=1, ip=10.0.0.1)\n"
+                 "Traceback (most recent call last):\n  File \"/x/loop.py\", line 12, in step\n    loss.backward()\n"
+                 "RuntimeError: " + "out of memory: tried to allocate 2.00 GiB " * 10)
+    trials = _sweep(tmp_path)
+    trials[3].error = traceback
+    out = write_report(tmp_path / "out", trials, TWO, KEYS, {})
+    with open(out["results"], newline="") as f:
+        rows = {r["trial_id"]: r for r in csv.DictReader(f)}
+    assert rows["sweep_00004"]["error"] == traceback   # the whole text, lines and all
+    line = error_line(traceback)
+    assert line.startswith("RuntimeError: out of memory") and line.endswith("...") and len(line) <= 160
+    summary = out["summary"].read_text().splitlines()
+    assert [s for s in summary if "sweep_00004`:" in s] == [f"- `sweep_00004`: {line}"]
+    assert not any("loss.backward()" in s for s in summary)
+    table = format_table(trials, TWO, KEYS).splitlines()
+    assert table[-1] == f"  sweep_00004: {line}" and "Traceback" not in "\n".join(table)
+    assert error_line("boom\nsecond line") == "boom"
+    assert error_line("x" * 200, width=20) == "x" * 17 + "..."

@@ -134,12 +134,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .tuning.runner import run_sweep
     from .tuning.space import load_space
 
+    import shlex
+
+    if args.keep_errors and not args.resume:
+        raise PlatformError("--keep-errors goes with --resume (continue a sweep without retrying its failed trials)")
     spec = load_space(args.space, args.set, samples=args.samples, concurrent=args.concurrent)
     try:
-        run_sweep(spec, address=args.address, storage=args.storage, resume=args.resume)
+        run_sweep(spec, address=args.address, storage=args.storage, resume=args.resume, keep_errors=args.keep_errors)
     except KeyboardInterrupt:
-        print(f"[tune] interrupted: finished trials are kept; continue with: platform tune {args.space} --resume"
-              + (f" --storage {args.storage}" if args.storage else ""), file=sys.stderr, flush=True)
+        again = " ".join(shlex.quote(a) for a in [args.space, "--resume"]
+                         + (["--storage", args.storage] if args.storage else [])
+                         + (["--address", args.address] if args.address else [])
+                         + (["--set", *args.set] if args.set else []))
+        print(f"[tune] interrupted: finished trials are kept; continue with: platform tune {again}",
+              file=sys.stderr, flush=True)
         return 130
     return 0
 
@@ -265,6 +273,28 @@ def cmd_data_browse(args: argparse.Namespace) -> int:
     written = task.browse(args.split, ensure_out_dir(args.out, create=False), args.limit)
     print(f"wrote {written} samples to {args.out}")
     return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """Read every file of the configured splits and report what would break or weaken training."""
+    from .datacheck import DataReport
+    from .engine.loop import TrainSettings
+    from .config import parse_section
+    from .tasks.base import build_task
+
+    cfg = _task_config(args)
+    task = build_task(cfg)
+    task.preflight()
+    report = DataReport(max_fault_fraction=parse_section(cfg, "train", TrainSettings).max_fault_fraction)
+    task.check_data(report, full=True)
+    for line in report.info:
+        print(f"  {line}")
+    for line in report.warnings:
+        print(f"warning: {line}")
+    for line in report.listed_errors():
+        print(f"error: {line}", file=sys.stderr)
+    print(f"data check of {args.task}: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    return 2 if report.errors else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -434,7 +464,10 @@ def _add_tune_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address, e.g. 10.0.0.1:6379 or auto")
     p.add_argument("--storage", default=None, help="folder for the sweep (default: the task's work_dir); on a "
                                                    "cluster a path every node mounts")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep: unfinished and failed trials run again (their run folders "
+                        "resume from their last checkpoints)")
+    p.add_argument("--keep-errors", action="store_true", help="with --resume: do not retry failed trials")
     _add_set(p)
     p.set_defaults(func=cmd_tune)
 
@@ -511,7 +544,7 @@ def _add_eager(p: argparse.ArgumentParser) -> None:
 
 
 def _add_data_command(sub: argparse._SubParsersAction) -> None:
-    """`platform data demo|browse`."""
+    """`platform data demo|browse|check`."""
     p = sub.add_parser("data", help="make demo data or inspect a task's samples",
                        description="Data tools: `data demo` writes the synthetic datasets, `data browse` "
                                    "draws and dumps what the network sees.")
@@ -542,6 +575,15 @@ def _add_data_command(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--limit", type=count(1), default=20, help="number of samples (default 20)")
     _add_set(q)
     q.set_defaults(func=cmd_data_browse)
+    q = dsub.add_parser("check", help="read a task's data and report what would break or weaken training",
+                        description="Read every file of the task's training and validation splits without "
+                                    "training and print a short report: samples, images, missing or unreadable "
+                                    "files, annotation problems. Problems that would break training are errors "
+                                    "(exit status 2); `platform train` runs the quick part of the same checks "
+                                    "before Ray starts.")
+    q.add_argument("task", help="task YAML")
+    _add_set(q)
+    q.set_defaults(func=cmd_data_check)
 
 
 def _add_bench_command(sub: argparse._SubParsersAction) -> None:

@@ -41,7 +41,7 @@ TOP_LEVEL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 
 # Paths and names that an empty string would silently turn into a default or the working directory.
 EMPTY_NOT_ALLOWED = {
-    "data_root": "the dataset root folder (e.g. --set data_root=data/coco), or null for the task's default",
+    "data_root": "the dataset root folder (e.g. --set data_root=data/coco)",
     "work_dir": "the folder for run folders (e.g. --set work_dir=work_dirs)",
     "bbox_file": "a person detections file, or null to use ground-truth boxes",
     "run_name": "a name (e.g. --set run_name=my_run), or null for the default",
@@ -196,8 +196,13 @@ def _to_plain(x: Any) -> Any:
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] | Mapping[str, Any] = (),
-                validate: bool = True) -> LoadedConfig:
-    """Load a YAML config with its ``_base_`` chain, apply overrides, validate, return a dict."""
+                validate: bool = True, base_dir: str | os.PathLike | None = None) -> LoadedConfig:
+    """Load a YAML config with its ``_base_`` chain, apply overrides, validate, return a dict.
+
+    Path values (``PATH_KEYS``) come back absolute, resolved against ``base_dir`` (default: the
+    working directory of the command), so that Ray workers and Tune trials, which run in other
+    working directories, read the same files the user meant."""
+    base = Path(base_dir or Path.cwd()).expanduser()
     chain = config_chain(path)
     try:
         merged = Config.fromfile(str(Path(path).resolve()))
@@ -216,9 +221,38 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] | Mapping[str,
     cfg.source = Path(path).resolve()
     cfg.chain = chain
     cfg.overrides = dict(pairs)
-    expand_members(cfg)
+    expand_members(cfg, base)
+    resolve_paths(cfg, base)
     if validate:
         validate_config(cfg)
+    return cfg
+
+
+#: config keys that hold a file or folder path; relative values are relative to the working
+#: directory of the command (``_base_`` files and member ``config:`` files are relative to the file
+#: that names them; annotation and detection files are relative to ``data_root``)
+PATH_KEYS = ("work_dir", "data_root", "train.load_from", "ray.storage")
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    """``value`` as an absolute path string under ``base``; other values (None, non-strings, empty
+    strings and URIs, which the checks refuse with their own message) unchanged."""
+    if not isinstance(value, str) or not value.strip() or "://" in value:
+        return value
+    # normpath, not resolve(): a symlinked data folder keeps the name the user gave (on a cluster
+    # the link may point elsewhere on another node)
+    return os.path.normpath(os.path.join(base, Path(value).expanduser()))
+
+
+def resolve_paths(cfg: dict, base: Path) -> dict:
+    """Make every ``PATH_KEYS`` value of ``cfg`` (and of its multi-task members) absolute, in place."""
+    for key in PATH_KEYS:
+        *parents, last = key.split(".")
+        node: Any = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and last in node:
+            node[last] = _absolute(node[last], base)
     return cfg
 
 
@@ -236,12 +270,12 @@ def _deep_merge(base: dict, top: Mapping[str, Any]) -> dict:
     return out
 
 
-def _member_file(cfg: LoadedConfig, name: str, ref: Any) -> Path:
+def _member_file(cfg: LoadedConfig, name: str, ref: Any, base: Path) -> Path:
     key = f"task.members.{name}.config"
     if not isinstance(ref, str) or not ref.strip():
         raise ConfigError(f"{cfg.where(key)}: {key} must be the path of a task YAML, got {ref!r}")
     p = Path(ref).expanduser()
-    candidates = [p] if p.is_absolute() else [cfg.source.parent / p, Path.cwd() / p]
+    candidates = [p] if p.is_absolute() else [cfg.source.parent / p, base / p]
     for c in candidates:
         if c.is_file():
             return c.resolve()
@@ -249,7 +283,7 @@ def _member_file(cfg: LoadedConfig, name: str, ref: Any) -> Path:
                       f"{', '.join(str(c.parent) for c in candidates)})")
 
 
-def expand_members(cfg: LoadedConfig) -> None:
+def expand_members(cfg: LoadedConfig, base: Path) -> None:
     """Inline the member tasks of a multi-task config (``task.members.<name>``): a member's
     ``config: other_task.yaml`` is loaded (with its own ``_base_`` chain) and the member's other
     keys are merged over it. The run folder's config.yaml then holds every member in full, and
@@ -268,13 +302,13 @@ def expand_members(cfg: LoadedConfig) -> None:
                               f"{', '.join(MEMBER_KEYS)} (model, optimizer and train settings are the run's)")
         merged: dict = {}
         if spec.get("config") is not None:
-            path = _member_file(cfg, name, spec["config"])
-            sub = load_config(path)
+            path = _member_file(cfg, name, spec["config"], base)
+            sub = load_config(path, base_dir=base)
             merged = {k: sub[k] for k in MEMBER_KEYS if k in sub}
             merged["config"] = str(path)
         merged = _deep_merge(merged, {k: v for k, v in spec.items() if k != "config"})
-        if merged.get("data_root"):
-            merged["data_root"] = str(Path(merged["data_root"]).expanduser().resolve())
+        if "data_root" in merged:
+            merged["data_root"] = _absolute(merged["data_root"], base)
         members[name] = merged
 
 

@@ -7,7 +7,9 @@ from importlib import metadata
 from typing import Optional
 
 PACKAGES = ("densepred", "torch", "ray", "mmengine-lite", "opencv-contrib-python-headless", "numpy", "pycocotools",
-            "cityscapesscripts")
+            "faster-coco-eval", "cityscapesscripts", "onnx", "onnxruntime", "optuna", "matplotlib")
+# Gap between the longest package name and its version, so no name runs into its version.
+COLUMN_GAP = 2
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
@@ -16,6 +18,13 @@ def _version(name: str) -> str:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def package_lines(packages: tuple[str, ...] = PACKAGES) -> list[str]:
+    """One ``name  version`` line per package (``not installed`` when absent), the version column
+    aligned past the longest name."""
+    width = max(len(name) for name in packages) + COLUMN_GAP
+    return [f"{name:{width}s}{_version(name)}" for name in packages]
 
 
 def cpu_description(flags_of_interest: tuple[str, ...] = CPU_FLAGS) -> tuple[str, list[str]]:
@@ -42,7 +51,7 @@ def describe_system(address: Optional[str] = None) -> list[str]:
     from .engine.loop import amp_mode
 
     lines = [f"python  {sys.version.split()[0]} ({sys.executable})"]
-    lines += [f"{name:24s}{_version(name)}" for name in PACKAGES]
+    lines += package_lines()
     model, flags = cpu_description()
     lines.append(f"cpu     {model}; {os.cpu_count()} logical CPU(s); flags: {', '.join(flags) or 'none of ' + ', '.join(CPU_FLAGS)}")
     precision = amp_mode(torch.device("cpu"), True)

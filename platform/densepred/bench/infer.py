@@ -4,6 +4,8 @@ inference path (``densepred.inference.optimize(model, example_input)``).
 The optimised path is imported when the section runs; if it does not exist or fails on a model,
 that model's ``optimised`` entry is ``null`` and ``optimised_error`` says why: the eager numbers
 are still measured. Eager fp32 is the model as built (NCHW, eval mode, ``torch.no_grad``).
+Each path's fraction of peak divides by the peak of the precision it runs in (the optimised
+plan's ``precision``: a bf16 plan against the bf16 peak), never bf16 work by the fp32 peak.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 
 from .models import ModelCase, build, forward_gflops
-from .peak import peak_gflops
+from .peak import against_peak, peak_gflops
 from ..threadprobe import choose_threads
 from .timing import median, rounded, time_runs, torch_threads
 
@@ -31,17 +33,24 @@ QUICK = ((ModelCase("pose_hrnet_w32", "pose", (256, 192)), 2, 0.5),
 
 
 def measure_path(fn: Callable[[torch.Tensor], Any], case: ModelCase, batch: int, budget_s: float,
-                 fwd_gflops: float, peak_value: float) -> dict[str, Any]:
-    """Batch-1 latency (median) and batch-``batch`` throughput of ``fn`` under ``torch.no_grad``."""
+                 fwd_gflops: float, peak: dict[str, Any], precision: str, threads: int) -> dict[str, Any]:
+    """Batch-1 latency (median) and batch-``batch`` throughput of ``fn`` under ``torch.no_grad``,
+    with its fraction of the ``precision`` peak (``path_figures``)."""
     one = torch.randn(1, 3, *case.input_hw)
     many = torch.randn(batch, 3, *case.input_hw)
     with torch.no_grad():
         lat = median(time_runs(lambda: fn(one), budget_s, min_runs=3, max_runs=20, warmup=1))
         per_batch = median(time_runs(lambda: fn(many), budget_s, min_runs=1, max_runs=10, warmup=1))
-    img_s = batch / per_batch
-    return {"latency_ms_batch1": rounded(lat * 1e3), "batch": batch, "img_per_s": rounded(img_s),
-            "achieved_gflops_per_s": rounded(fwd_gflops * img_s),
-            "fraction_of_peak": rounded(fwd_gflops * img_s / peak_value)}
+    return path_figures(lat, per_batch, batch, fwd_gflops, peak, precision, threads)
+
+
+def path_figures(latency_s: float, per_batch_s: float, batch: int, fwd_gflops: float, peak: dict[str, Any],
+                 precision: str, threads: int) -> dict[str, Any]:
+    """One inference path's row from its timings: latency, img/s, and achieved GFLOP/s against the
+    peak of the same ``precision`` at up to ``threads`` threads."""
+    img_s = batch / per_batch_s
+    return {"latency_ms_batch1": rounded(latency_s * 1e3), "batch": batch, "img_per_s": rounded(img_s),
+            **against_peak(fwd_gflops * img_s, peak, precision, threads)}
 
 
 def load_optimize() -> tuple[Optional[Callable], Optional[str]]:
@@ -54,13 +63,16 @@ def load_optimize() -> tuple[Optional[Callable], Optional[str]]:
 
 
 def optimised_entry(optimize: Callable, model: torch.nn.Module, case: ModelCase, batch: int,
-                    budget_s: float, fwd: float, peak_value: float) -> dict[str, Any]:
-    """Optimise ``model`` for a batch-1 example and measure it like the eager path."""
+                    budget_s: float, fwd: float, peak: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Optimise ``model`` for a batch-1 example and measure it like the eager path, against the
+    peak of the precision its plan runs in."""
     t0 = time.perf_counter()
     with torch.no_grad():
         fast = optimize(model, torch.randn(1, 3, *case.input_hw))
     setup_s = time.perf_counter() - t0
-    entry = measure_path(fast, case, batch, budget_s, fwd, peak_value)
+    plan = getattr(fast, "plan", None)
+    precision = plan.get("precision", "fp32") if isinstance(plan, dict) else "fp32"
+    entry = measure_path(fast, case, batch, budget_s, fwd, peak, precision, threads)
     entry["optimise_s"] = rounded(setup_s)
     describe = getattr(fast, "describe", None)
     entry["plan"] = str(describe()) if callable(describe) else type(fast).__name__
@@ -86,28 +98,29 @@ def run_infer(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = pr
     optimize, why = load_optimize()
     threads, probe = choose_threads()
     log(f"  infer threads: {threads} (probe ms by threads: {probe['probe_ms']})")
-    peak_value = peak_gflops(peak, "fp32", threads)
     entries = []
     with torch_threads(threads), optimise_budget(quick):
         for case, batch, budget in (QUICK if quick else FULL):
-            entries.append(infer_entry(case, batch, budget, optimize, why, threads, peak_value))
+            entries.append(infer_entry(case, batch, budget, optimize, why, threads, peak))
             log(entry_line(entries[-1]))
     return {"models": entries, "quick_inputs_reduced": quick, "threads": threads, "thread_probe": probe,
-            "flops": "forward FLOPs (densepred.cost.count_gflops) x img/s; peak: fp32 up to the same threads"}
+            "flops": "forward FLOPs (densepred.cost.count_gflops) x img/s; peak: the path's own precision "
+                     "(fp32 or bf16) up to the same threads"}
 
 
 def infer_entry(case: ModelCase, batch: int, budget: float, optimize: Optional[Callable], why: Optional[str],
-                threads: int, peak_value: float) -> dict[str, Any]:
+                threads: int, peak: dict[str, Any]) -> dict[str, Any]:
     """Eager fp32 and (when available) optimised numbers of one model."""
     model = build(case).eval()
     fwd = forward_gflops(case, model)
     entry: dict[str, Any] = {"model": case.name, "input_hw": list(case.input_hw), "threads": threads,
-                             "forward_gflop_per_img": rounded(fwd), "peak_gflops_per_s": peak_value,
-                             "eager_fp32": measure_path(model, case, batch, budget, fwd, peak_value),
+                             "forward_gflop_per_img": rounded(fwd),
+                             "peak_gflops_per_s": peak_gflops(peak, "fp32", threads),
+                             "eager_fp32": measure_path(model, case, batch, budget, fwd, peak, "fp32", threads),
                              "optimised": None, "optimised_error": why}
     if optimize is not None:
         try:
-            entry["optimised"] = optimised_entry(optimize, model, case, batch, budget, fwd, peak_value)
+            entry["optimised"] = optimised_entry(optimize, model, case, batch, budget, fwd, peak, threads)
             entry["optimised_error"] = None
         except Exception as e:  # the optimised path is someone else's: record, keep going
             entry["optimised_error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"

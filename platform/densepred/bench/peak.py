@@ -8,7 +8,7 @@ smaller problem (it is ~30x slower than fp32 there).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -81,3 +81,18 @@ def peak_gflops(peak: dict[str, Any], precision: str, threads: int) -> float:
     if not rows:
         raise KeyError(f"no {precision} peak measured at {threads} thread(s) or fewer")
     return max(r["gflops_per_s"] for r in rows)
+
+
+def against_peak(achieved_gflops_per_s: float, peak: dict[str, Any], precision: str, threads: int
+                 ) -> dict[str, Any]:
+    """``achieved_gflops_per_s`` of work done in ``precision`` next to the peak of that same
+    precision (``peak_gflops``) and the fraction of it. The one place a fraction of peak is made:
+    bf16 work is divided by the bf16 peak, fp32 work by the fp32 peak. With no peak measured for
+    ``precision`` (e.g. fp16) the peak and fraction are None rather than a wrong comparison."""
+    try:
+        value: Optional[float] = peak_gflops(peak, precision, threads)
+    except KeyError:
+        value = None
+    return {"precision": precision, "achieved_gflops_per_s": rounded(achieved_gflops_per_s),
+            "peak_gflops_per_s": value,
+            "fraction_of_peak": rounded(achieved_gflops_per_s / value) if value else None}

@@ -84,18 +84,23 @@ def infer_lines(infer: dict[str, Any]) -> list[str]:
         lines.append(f"{label:40s}{pair('latency_ms_batch1'):>15s} {eager['batch']:>6d} {pair('img_per_s'):>15s} "
                      f"{pair('fraction_of_peak', '.0%'):>13s}")
         if e["optimised"]:
-            lines.append(f"    optimised path: {str(opt.get('plan'))[:100]}")
+            precision = opt.get("precision", "fp32")
+            lines.append(f"    optimised path ({precision}; fraction of the {precision} peak): "
+                         f"{str(opt.get('plan'))[:100]}")
         else:
             lines.append(f"    optimised: none ({e['optimised_error'][:100]})")
     return lines + [threads_line(infer)]
 
 
 def data_lines(data: dict[str, Any]) -> list[str]:
+    """Per pipeline: its samples/s, the decode-only samples/s and pipeline / decode (README's way round)."""
     lines = [f"{'data pipeline (1 core)':34s}{'samples/s':>10s} {'decode/s':>9s} {'pipeline/decode':>16s}"]
     for r in data["rows"]:
         label = f"  {r['pipeline']} ({r['image_wh'][0]}x{r['image_wh'][1]} {r['format'].split()[0]})"
         lines.append(f"{label:34s}{_fmt(r['samples_per_s_per_core'], '.4g'):>10s} "
                      f"{_fmt(r['decode_samples_per_s_per_core'], '.4g'):>9s} {r['pipeline_over_decode']:>15.3g}x")
+    lines.append("  (pipeline/decode = pipeline samples/s / decode-only samples/s; 1.0x: the pipeline costs "
+                 "no more than decoding)")
     return lines
 
 
@@ -155,8 +160,10 @@ def chart_rows(result: dict[str, Any]) -> list[tuple[str, float, float]]:
         for path in ("eager_fp32", "optimised"):
             m = e.get(path)
             if m:
-                rows.append((f"infer {e['model']} {e['input_hw'][0]}x{e['input_hw'][1]} b{m['batch']} {path}",
-                             m["img_per_s"], m["fraction_of_peak"]))
+                precision = m.get("precision", "fp32")
+                rows.append((f"infer {e['model']} {e['input_hw'][0]}x{e['input_hw'][1]} b{m['batch']} {path}"
+                             + ("" if path == "eager_fp32" else f" {precision}"),
+                             m["img_per_s"], m["fraction_of_peak"] or 0.0))
     return rows
 
 
@@ -179,7 +186,8 @@ def write_chart(path: Path, result: dict[str, Any]) -> bool:
     _bars(ax_rate, ys, rates, colours, "img/s (log scale)", ".3g")
     ax_rate.set_xscale("log")
     ax_rate.xaxis.set_minor_formatter(NullFormatter())  # the minor labels of a short log axis overlap
-    _bars(ax_frac, ys, fractions, colours, "fraction of this machine's peak (measured in the same run)", ".0%")
+    _bars(ax_frac, ys, fractions, colours,
+          "fraction of this machine's peak at the same precision (measured in the same run)", ".0%")
     ax_frac.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
     ax_rate.set_yticks(ys, labels, fontsize=8)
     ax_rate.invert_yaxis()

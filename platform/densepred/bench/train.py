@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from .models import ModelCase, build, forward_gflops
-from .peak import peak_gflops
+from .peak import against_peak
 from ..threadprobe import choose_threads
 from .timing import median, rounded, torch_threads, usable_threads
 
@@ -85,9 +85,9 @@ def _official(repo: Path, case: ModelCase, batch: int, steps: int, threads: int,
 
     try:
         official = official_w32_step(repo, batch, steps, threads, case.input_hw)
-        achieved = 3 * fwd * official["img_per_s"]
-        peak_value = peak_gflops(peak, "fp32", threads)
-        official.update(achieved_gflops_per_s=rounded(achieved), fraction_of_peak=rounded(achieved / peak_value))
+        figures = against_peak(3 * fwd * official["img_per_s"], peak, "fp32", threads)
+        official.update(achieved_gflops_per_s=figures["achieved_gflops_per_s"],
+                        fraction_of_peak=figures["fraction_of_peak"])
         official.update(parity_max_abs_diff(repo))
     except Exception as e:  # a broken or incompatible checkout should not hide our own figures
         official = {"repo": str(repo), "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
@@ -126,16 +126,15 @@ def run_train(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = pr
             with torch_threads(threads):
                 step_s = median(time_train_steps(case, model, batch, steps, precision))
             img_s = batch / step_s
-            achieved = 3 * fwd * img_s
-            peak_value = peak_gflops(peak, precision, threads)
+            figures = against_peak(3 * fwd * img_s, peak, precision, threads)
             rows.append({"model": case.name, "input_hw": list(case.input_hw), "batch": batch, "steps": steps,
                          "precision": precision, "default_precision": precision == default,
                          "channels_last": True, "threads": threads, "step_s": rounded(step_s),
                          "img_per_s": rounded(img_s), "forward_gflop_per_img": rounded(fwd),
-                         "train_gflop_per_img": rounded(3 * fwd), "achieved_gflops_per_s": rounded(achieved),
-                         "peak_gflops_per_s": peak_value, "fraction_of_peak": rounded(achieved / peak_value)})
+                         "train_gflop_per_img": rounded(3 * fwd), **figures})
             log(f"  train {case.label} b{batch} {precision}: {img_s:.3g} img/s, "
-                f"{achieved:.3g} GFLOP/s = {achieved / peak_value:.0%} of peak")
+                f"{figures['achieved_gflops_per_s']:.3g} GFLOP/s = {figures['fraction_of_peak']:.0%} "
+                f"of the {precision} peak")
         if official_repo is not None and case.name == OFFICIAL_CASE:
             official = _official(official_repo, case, batch, steps, threads, fwd, peak, log)
             for r in rows:

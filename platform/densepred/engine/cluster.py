@@ -13,6 +13,34 @@ from ..errors import PlatformError
 DEFAULT_CONNECT_TIMEOUT_S = 30.0
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_ray(kwargs: dict[str, Any]) -> None:
+    """``ray.init(**kwargs)`` for a local instance that this job's processes alone talk to.
+
+    Ray's State API, which Ray Train's placement-group cleaner and controller call from inside the
+    cluster, finds "its" cluster by scanning the machine when no address is set; with a second Ray
+    instance on the machine (another `platform` job, a test suite) it fails with "Found multiple
+    active Ray instances", the cleaner dies and its placement group leaks (Ray Train V2, 2.60).
+    So the instance gets a dashboard port of its own, and every process of the job (driver,
+    controller, cleaner, Tune trials, workers) is told its API server address through
+    ``RAY_API_SERVER_ADDRESS``, which the State API reads before it scans."""
+    import ray
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    env = dict((kwargs.get("runtime_env") or {}).get("env_vars") or {}, RAY_API_SERVER_ADDRESS=api)
+    kwargs = {**kwargs, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port,
+              "runtime_env": {**(kwargs.get("runtime_env") or {}), "env_vars": env}}
+    ray.init(**kwargs)
+    os.environ["RAY_API_SERVER_ADDRESS"] = api
+
+
 def resolve_auto(address: str) -> str:
     """``auto`` -> the cluster this machine joined with ``ray start`` (or ``RAY_ADDRESS``). Unlike
     Ray's own ``auto`` it does not fall back to any Ray process it can find on the machine: another

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from ..config import LoadedConfig, parse_section, setting
 from ..errors import ConfigError, PlatformError
 from .cluster import (DEFAULT_CONNECT_TIMEOUT_S, check_reachable, color_env, init_with_timeout, resolve_auto,
-                      wait_for_cpus)
+                      start_local_ray, wait_for_cpus)
 from .loop import TrainSettings, run_dir_of, train_worker
 from .preflight import preflight
 from .run_config import check_rerun, describe, write_run_config
@@ -59,16 +59,17 @@ def ray_init_kwargs() -> dict[str, Any]:
 
 
 def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None,
-               timeout: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
-    """Join ``address`` (checked first, with a bounded wait) or start a local Ray instance, once per
-    process."""
+               timeout: float = DEFAULT_CONNECT_TIMEOUT_S, log_to_driver: bool = True) -> None:
+    """Join ``address`` (checked first, with a bounded wait) or start a local Ray instance of this
+    job's own (``cluster.start_local_ray``), once per process. ``log_to_driver=False`` keeps the
+    workers' output off the console (sweeps: it is in each trial's logs)."""
     import ray
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     color_env()
-    kwargs = ray_init_kwargs()
+    kwargs = {**ray_init_kwargs(), "log_to_driver": log_to_driver}
     if address:
         if address == "auto":
             address = resolve_auto(address)
@@ -77,7 +78,7 @@ def ensure_ray(address: Optional[str] = None, num_cpus: Optional[int] = None,
         return
     if num_cpus:
         kwargs["num_cpus"] = num_cpus
-    ray.init(**kwargs)
+    start_local_ray(kwargs)
 
 
 def user_error(e: BaseException) -> PlatformError:
@@ -100,15 +101,9 @@ def user_error(e: BaseException) -> PlatformError:
                          "(full traceback above)")
 
 
-def resolve_paths(cfg: dict) -> dict:
-    """Make user paths absolute on the driver: Ray workers run in another working directory."""
-    cfg.setdefault("work_dir", "work_dirs")
-    for key in ("work_dir", "data_root"):
-        if cfg.get(key):
-            cfg[key] = str(Path(cfg[key]).expanduser().resolve())
-    train_cfg = cfg.get("train") or {}
-    if train_cfg.get("load_from"):
-        train_cfg["load_from"] = str(Path(train_cfg["load_from"]).expanduser().resolve())
+def check_paths(cfg: dict) -> dict:
+    """The run-folder paths can hold run folders (``load_config`` made them absolute already)."""
+    cfg.setdefault("work_dir", str(Path("work_dirs").resolve()))
     ray_cfg = cfg.get("ray") or {}
     if ray_cfg.get("storage"):
         if "://" in str(ray_cfg["storage"]):
@@ -157,9 +152,11 @@ class LaunchPlan:
 
 
 def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address: Optional[str],
-             resume: bool, storage: Optional[str], allow_changes: bool) -> tuple[LaunchPlan, list]:
-    """Every check that needs no Ray: sections, paths, task, optimizer, weights, the run folder's
-    config. Nothing is written yet."""
+             resume: bool, storage: Optional[str], allow_changes: bool,
+             check_data: bool = True) -> tuple[LaunchPlan, list]:
+    """Every check that needs no Ray: sections, paths, task, optimizer, weights, the data
+    (``check_data``: what `platform data check` finds quickly), the run folder's config. Nothing
+    is written yet."""
     # Sections are checked on the loaded config, whose errors name the file or --set that set a key.
     settings = parse_section(cfg, "ray", RaySettings)
     train_settings = parse_section(cfg, "train", TrainSettings)
@@ -170,8 +167,11 @@ def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address
     workers = settings.workers if workers is None else workers
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    cfg = resolve_paths(cfg)
-    preflight(_with_sources(cfg, loaded), (cfg.get("train") or {}).get("load_from"))
+    cfg = check_paths(cfg)
+    task = preflight(_with_sources(cfg, loaded), (cfg.get("train") or {}).get("load_from"))
+    task_file = _display_path(source) if source else "TASK.yaml"
+    if check_data:
+        check_task_data(task, train_settings.max_fault_fraction, task_file)
     if not cfg.get("run_name"):
         cfg["run_name"] = "run"
     run_dir = run_dir_of(cfg)
@@ -181,11 +181,32 @@ def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address
     if allow_changes and not resume:
         raise PlatformError("--allow-changes goes with --resume (continue a run whose config changed)")
     changes = check_rerun(run_dir, cfg, resume, allow_changes)
-    task_file = _display_path(source) if source else "TASK.yaml"
     plan = LaunchPlan(cfg, run_dir, settings, train_settings, workers,
                       settings.use_gpu if use_gpu is None else use_gpu, address or settings.address,
-                      f"platform train {task_file} --resume --set run_name={cfg['run_name']}")
+                      resume_command(run_dir, workers if workers != settings.workers else None, use_gpu, address))
     return plan, changes
+
+
+def resume_command(run_dir: Path, workers: Optional[int], use_gpu: Optional[bool], address: Optional[str]) -> str:
+    """How to continue a run exactly as it was started: its own config.yaml (every --set value is
+    in it) and the command-line flags that are not config keys."""
+    from .run_config import CONFIG_FILE
+
+    flags = (f" --workers {workers}" if workers else "") + (" --gpu" if use_gpu else "") \
+        + (f" --address {address}" if address else "")
+    return f"platform train {_display_path(run_dir / CONFIG_FILE)} --resume{flags}"
+
+
+def check_task_data(task: Any, max_fault_fraction: float, task_file: str) -> None:
+    """The quick data check (`platform data check` reads everything): warnings are printed, the
+    first error stops the run before Ray starts."""
+    from ..datacheck import DataReport
+
+    report = DataReport(max_fault_fraction=max_fault_fraction)
+    task.check_data(report, full=False)
+    for line in report.warnings:
+        print(f"[data] warning: {line}", flush=True)
+    report.raise_errors(f"`platform data check {task_file}` lists them")
 
 
 def _with_sources(cfg: dict, loaded: Any) -> dict:

@@ -64,6 +64,32 @@ class TrainSettings:
                               "optimizer.lr was tuned for (e.g. 128 for the official pose recipe)")
 
 
+def schedule_epochs(settings: TrainSettings, batches_per_epoch: int) -> int:
+    """The epochs of the schedule: ``train.epochs``, or for an iteration schedule (``train.iters``)
+    the whole epochs it takes to make that many optimizer steps."""
+    if not settings.iters:
+        return settings.epochs
+    return math.ceil(settings.iters / _steps_per_epoch(settings, batches_per_epoch))
+
+
+def planned_epochs(settings: TrainSettings, batches_per_epoch: int) -> int:
+    """Epochs a run actually trains: the schedule's, cut short by ``train.max_iters``."""
+    epochs = schedule_epochs(settings, batches_per_epoch)
+    if settings.max_iters:
+        epochs = min(epochs, math.ceil(settings.max_iters / _steps_per_epoch(settings, batches_per_epoch)))
+    return epochs
+
+
+def _steps_per_epoch(settings: TrainSettings, batches_per_epoch: int) -> int:
+    return math.ceil(max(1, batches_per_epoch) / settings.accumulate)
+
+
+def eval_rounds(epochs_done: int, interval: int, finished: bool) -> int:
+    """Evaluations made after ``epochs_done`` epochs: every ``interval`` epochs, and after the last.
+    Sweep schedulers (ASHA, median) count a trial's progress in these rounds."""
+    return epochs_done // interval + (1 if finished and epochs_done % interval else 0)
+
+
 def run_dir_of(cfg: dict) -> Path:
     """The run folder: ``<ray.storage or work_dir>/<run_name>``."""
     storage = (cfg.get("ray") or {}).get("storage") or cfg["work_dir"]
@@ -223,6 +249,7 @@ class _Run:
     extras: Optional[torch.nn.Module]  # task-owned trained parameters (loss weights), or None
     batch_size: int
     batches_per_epoch: int
+    planned_epochs: int     # epochs this run trains (the schedule's, or fewer with train.max_iters)
     total_batch: int
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -358,11 +385,11 @@ def _build_run(config: dict) -> _Run:
     batch_size = batches.batch_size
     batches_per_epoch = max(1, len(batches))
     accum = settings.accumulate
-    steps_per_epoch = math.ceil(batches_per_epoch / accum)
+    planned = planned_epochs(settings, batches_per_epoch)
     if settings.iters:
         # Iteration-based recipes (segmentation): run whole epochs until `iters` steps are done.
-        settings.epochs = math.ceil(settings.iters / steps_per_epoch)
-        settings.max_iters = settings.iters
+        settings.epochs = schedule_epochs(settings, batches_per_epoch)
+        settings.max_iters = min(settings.iters, settings.max_iters or settings.iters)
     total_batch = batch_size * world * accum
     optim_cfg = dict(cfg.get("optimizer") or {"type": "Adam", "lr": 1e-3})
     base_lr = float(optim_cfg.get("lr", 1e-3))
@@ -376,7 +403,8 @@ def _build_run(config: dict) -> _Run:
     sched_cfg = cfg.get("scheduler") or {}
     by_iter = bool(sched_cfg.get("by_iter", False))
     scheduler = build_scheduler(optimizer, sched_cfg,
-                                (settings.iters or settings.epochs * steps_per_epoch) if by_iter else settings.epochs)
+                                (settings.iters or settings.epochs * math.ceil(batches_per_epoch / accum))
+                                if by_iter else settings.epochs)
     precision = amp_mode(device, settings.amp)
     autocast = _autocast_factory(device, precision)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
@@ -391,8 +419,8 @@ def _build_run(config: dict) -> _Run:
     return _Run(config=config, cfg=cfg, settings=settings, rank=rank, world=world, seed=seed, run_dir=run_dir,
                 log=log, task=task, device=device, model=model, core=core, cost=cost, batches=batches,
                 extras=extras, batch_size=batch_size, batches_per_epoch=batches_per_epoch,
-                total_batch=total_batch, optimizer=optimizer, scheduler=scheduler, by_iter=by_iter,
-                autocast=autocast, scaler=scaler)
+                planned_epochs=planned, total_batch=total_batch, optimizer=optimizer, scheduler=scheduler,
+                by_iter=by_iter, autocast=autocast, scaler=scaler)
 
 
 WORKER_MIN_SPEEDUP = 0.9  # more threads unless they take over 1/0.9 = 1.11x the time of one
@@ -624,9 +652,12 @@ def _end_epoch(run: _Run, progress: _Progress, epoch: int, stats: _EpochStats, e
     finished = epoch + 1 == settings.epochs or bool(settings.max_iters and progress.global_step >= settings.max_iters)
     if run.world > 1 and finished:
         metrics["weight_fingerprints"] = weight_fingerprints(run.core)
-    if rank == 0 and ((epoch + 1) % eval_interval == 0 or finished):
-        _evaluate(run, progress, epoch, metrics)
+    if (epoch + 1) % eval_interval == 0 or finished:
+        metrics["eval_round"] = eval_rounds(epoch + 1, eval_interval, finished)
+        if rank == 0:
+            _evaluate(run, progress, epoch, metrics)
     metrics["best"] = progress.best
+    metrics["planned_epochs"] = run.planned_epochs
     reported = {k: v for k, v in metrics.items() if v is not None}
     save = finished or (epoch + 1) % max(1, settings.checkpoint_interval) == 0
     ckpt_name = epoch_dir_name(epoch + 1)

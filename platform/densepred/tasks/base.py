@@ -56,6 +56,17 @@ class Task:
                               f"allowed: {', '.join(allowed)}")
         return section
 
+    @property
+    def data_root(self) -> str:
+        """The dataset root folder (absolute once the config was loaded: ``config.PATH_KEYS``)."""
+        from ..errors import ConfigError
+
+        root = self.cfg.get("data_root")
+        if not root:
+            raise ConfigError(f"data_root is not set for {type(self).__name__}; give the dataset root folder "
+                              "(--set data_root=...)")
+        return root
+
     def preflight(self) -> None:
         """Cheap checks on the driver before any worker starts (e.g. the data root exists)."""
         from ..errors import DataError
@@ -64,6 +75,16 @@ class Task:
         if root and not Path(root).is_dir():
             raise DataError(f"data_root {root} does not exist; set data_root (--set data_root=...) "
                             "or make the demo sets with `platform data demo`")
+
+    def check_data(self, report: Any, full: bool = False) -> None:
+        """Read the configured splits as training and evaluation will and put what is wrong into
+        ``report`` (a ``densepred.datacheck.DataReport``): errors would break the run, warnings
+        weaken it. ``full`` reads every file (`platform data check`); otherwise only what is cheap
+        (the annotation index, file listings, a few labels: `platform train` before Ray starts)."""
+        for split in ("train", "val"):
+            with report.catching():
+                dataset = self.build_dataset(split)
+                report.say(f"{split}: {len(dataset)} samples")
 
     def cost_input_size(self) -> tuple[int, int]:
         """``(H, W)`` of one network input, the size at which a model's cost (GFLOPs, latency) is

@@ -4,6 +4,14 @@
 ``best.yaml`` (the complete task config of the best trial), ``best_checkpoint.txt`` and PNG pictures
 (matplotlib, Agg canvas: no display and no pyplot state is touched). ``format_table`` gives the same
 ranked table for the console.
+
+Pictures follow how each key was searched (``kinds``: key -> distribution kind): ``choice`` and
+``grid`` keys are categories (one evenly spaced tick per value, numbers included), ``loguniform``
+keys a log axis. A Pareto front is drawn only over the sweep's own objectives: with two or more,
+the first objective against each other one (``metric_vs_gflops.png`` when that is gflops, else
+``pareto_<m1>_vs_<m2>.png``); GFLOPs that are not an objective are shown without a front.
+Errors: ``results.csv`` keeps each failed trial's full text; the console table and ``summary.md``
+show one line of it.
 """
 from __future__ import annotations
 
@@ -15,11 +23,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 
-from ..atomicfile import write_atomic, write_text_atomic
+from ..atomicfile import write_text_atomic
 
 Objective = tuple[str, str]  # (metric name, "max" | "min")
 
@@ -32,6 +40,7 @@ _NOT_METRICS = frozenset({"epoch", "training_iteration", "time_this_iter_s", "ti
 _STATE_COLORS = {"TERMINATED": "tab:green", "STOPPED": "tab:orange", "ERROR": "tab:red",
                  "RUNNING": "tab:blue", "PENDING": "tab:gray"}
 _STATE_ORDER = ("TERMINATED", "STOPPED", "ERROR", "RUNNING", "PENDING")
+ERROR_WIDTH = 160  # characters of a failed trial's error in the console table and summary.md
 
 
 @dataclass
@@ -41,7 +50,7 @@ class TrialRecord:
     state: str                     # TERMINATED | STOPPED (early-stopped) | ERROR | RUNNING | PENDING
     params: dict[str, Any]         # searched dotted key -> value
     history: list[dict[str, Any]]  # one dict per reported epoch, in order
-    error: Optional[str] = None    # one-line error of a failed trial
+    error: Optional[str] = None    # the failed trial's error, full text (may span lines)
     seconds: float = 0.0           # wall time of the trial
     run_dir: Optional[str] = None  # the trial's run folder
 
@@ -202,9 +211,27 @@ def format_table(trials: Sequence[TrialRecord], objectives: Sequence[Objective],
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    shown = {r[1] for r in rows}
+    failed = [t for t in trials if t.error and t.trial_id in shown]
+    if failed:
+        lines += ["errors:"] + [f"  {t.trial_id}: {error_line(t.error)}" for t in failed]
     if limit is not None and len(trials) > limit:
         lines.append(f"... {len(trials) - limit} more trial(s)")
     return "\n".join(lines)
+
+
+def error_line(text: str, width: int = ERROR_WIDTH) -> str:
+    """One line of an error for tables: the first non-empty line, or for a Python traceback its
+    final ``SomeError: message`` line (the first line of a traceback says nothing); whitespace
+    collapsed and cut at the end with ``...`` (the start names the error, so it is kept)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[0]
+    if any(line.startswith("Traceback (most recent call last)") for line in lines):
+        line = next((x for x in reversed(lines) if not x[:1].isspace()), line)
+    line = " ".join(line.split())
+    return line if len(line) <= width else line[:max(0, width - 3)].rstrip() + "..."
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -319,7 +346,8 @@ def _summary_md(trials: Sequence[TrialRecord], objectives: Sequence[Objective], 
     lines += ["", _markdown_table(*_table_rows(trials, objectives, searched_keys, None))]
     failed = [t for t in trials if t.error]
     if failed:
-        lines += ["", "## Errors", ""] + [f"- `{t.trial_id}`: {t.error}" for t in failed]
+        lines += ["", "## Errors", "", "One line each; `results.csv` has the full text.", ""]
+        lines += [f"- `{t.trial_id}`: {error_line(t.error)}" for t in failed]
     if pictures:
         lines += ["", "## Pictures", ""] + [f"![{p.stem}]({p.name})" for p in pictures]
     return "\n".join(lines) + "\n"
@@ -330,8 +358,11 @@ def _state_rank(state: str) -> int:
 
 
 def write_report(out_dir: Path, trials: Sequence[TrialRecord], objectives: Sequence[Objective],
-                 searched_keys: list[str], configs: dict[str, dict]) -> dict[str, Any]:
-    """Write every result file into ``out_dir`` (created) and return their paths.
+                 searched_keys: list[str], configs: dict[str, dict],
+                 kinds: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Write every result file into ``out_dir`` (created) and return their paths. ``kinds`` maps
+    searched keys to their distribution kind (``choice``, ``grid``, ``uniform``, ``quniform``,
+    ``loguniform``, ``randint``) for the pictures' axes; a key without one is guessed from its values.
 
     Returns {"results", "summary", "best_config" (None when no trial has a value or its config is
     unknown), "best_checkpoint", "plots" (the pictures written)}."""
@@ -351,169 +382,8 @@ def write_report(out_dir: Path, trials: Sequence[TrialRecord], objectives: Seque
     write_text_atomic(paths["best_checkpoint"], f"{ckpt.resolve()}\n" if ckpt else
                       "no checkpoint: " + (f"trial {best.trial_id} left none in {best.run_dir}\n" if best
                                            else "no trial reported the metric\n"))
-    paths["plots"] = write_plots(out_dir, trials, objectives, searched_keys)  # last: the text files come first
+    from .plots import write_plots
+
+    paths["plots"] = write_plots(out_dir, trials, objectives, searched_keys, kinds)  # after the text files
     write_text_atomic(paths["summary"], _summary_md(trials, objectives, searched_keys, sweep, best, paths["plots"]))
     return paths
-
-
-# ------------------------------------------------------------------------------------ pictures
-
-def write_plots(out_dir: Path, trials: Sequence[TrialRecord], objectives: Sequence[Objective],
-                searched_keys: Sequence[str]) -> list[Path]:
-    """Every picture that has data; returns the paths written."""
-    if not objectives:
-        return []
-    written = [_plot_vs_key(out_dir, trials, objectives[0], key) for key in searched_keys]
-    written.append(_plot_vs_gflops(out_dir, trials, objectives))
-    written.append(_plot_per_epoch(out_dir, trials, objectives[0]))
-    return [p for p in written if p is not None]
-
-
-def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
-    """A figure on an Agg canvas (no pyplot, no display) and its axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, axes
-
-
-def _save(fig: Any, path: Path) -> Path:
-    """Save ``fig`` as PNG, atomically."""
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
-    return path
-
-
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", key)
-
-
-def short_ids(trials: Iterable[TrialRecord]) -> dict[str, str]:
-    """Short labels of trial ids: the part after the last ``_`` (Ray's ``<sweep>_00003``) when unique."""
-    ids = [t.trial_id for t in trials]
-    short = {i: i.rsplit("_", 1)[-1] if "_" in i else i[-8:] for i in ids}
-    return short if len(set(short.values())) == len(ids) else {i: i for i in ids}
-
-
-def _state_handles(states: Iterable[str]) -> list[Any]:
-    """Legend entries: one coloured dot per trial state present."""
-    from matplotlib.lines import Line2D
-    return [Line2D([], [], marker="o", linestyle="", markeredgecolor="black", markeredgewidth=0.5,
-                   color=_STATE_COLORS.get(s, "black"), label=s) for s in sorted(set(states), key=_state_rank)]
-
-
-def _is_numeric_axis(values: Sequence[Any]) -> bool:
-    return all(_number(v) is not None for v in values)
-
-
-def _plot_vs_key(out_dir: Path, trials: Sequence[TrialRecord], objective: Objective, key: str) -> Optional[Path]:
-    """metric_vs_<key>.png: the objective of each trial against its value of ``key``."""
-    metric, mode = objective
-    points = [(t.params[key], v, t) for t in trials
-              if key in t.params and t.params[key] is not None and (v := trial_value(t, metric, mode)) is not None]
-    if not points:
-        return None
-    fig, (ax,) = _figure(6.4, 4.4)
-    if _is_numeric_axis([x for x, _, _ in points]):
-        xs = [float(x) for x, _, _ in points]
-        if min(xs) > 0 and max(xs) / min(xs) > 10:
-            ax.set_xscale("log")
-    else:  # categories in sorted order, spread a little so equal points stay visible
-        cats = sorted({str(x) for x, _, _ in points})
-        total, seen = Counter(str(x) for x, _, _ in points), Counter()
-        xs = []
-        for x, _, _ in points:
-            xs.append(cats.index(str(x)) + min(0.08, 0.6 / total[str(x)]) * (seen[str(x)] - (total[str(x)] - 1) / 2))
-            seen[str(x)] += 1
-        ax.set_xticks(range(len(cats)), cats)
-        ax.set_xlim(-0.6, len(cats) - 0.4)
-    ax.scatter(xs, [v for _, v, _ in points], s=46, edgecolors="black", linewidths=0.5,
-               c=[_STATE_COLORS.get(t.state, "black") for _, _, t in points], zorder=3)
-    ax.set_xlabel(key)
-    ax.set_ylabel(f"best {metric} ({mode})")
-    ax.set_title(f"{metric} vs {key} ({len(points)} trials)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(handles=_state_handles(t.state for _, _, t in points), title="trial state", loc="best",
-              fontsize="small")
-    return _save(fig, out_dir / f"metric_vs_{_safe_name(key)}.png")
-
-
-def _plot_vs_gflops(out_dir: Path, trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> Optional[Path]:
-    """metric_vs_gflops.png: the first non-gflops objective against GFLOPs, Pareto front marked."""
-    metric, mode = next(((m, md) for m, md in objectives if m != "gflops"), (None, None))
-    if metric is None:
-        return None
-    gmode = dict(objectives).get("gflops", "min")
-    points = [(g, v, t) for t in trials if (v := trial_value(t, metric, mode)) is not None
-              and (g := trial_value(t, "gflops", gmode)) is not None]
-    if not points:
-        return None
-    front_on = list(objectives) if "gflops" in dict(objectives) else [(metric, mode), ("gflops", "min")]
-    front = pareto_front([t for _, _, t in points], front_on)
-    fig, (ax,) = _figure(7.0, 4.8)
-    ax.scatter([g for g, _, _ in points], [v for _, v, _ in points], s=46, edgecolors="black", linewidths=0.5,
-               c=[_STATE_COLORS.get(t.state, "black") for _, _, t in points], zorder=3)
-    on = sorted((g, v) for g, v, t in points if t.trial_id in front)
-    if on:
-        ax.step([g for g, _ in on], [v for _, v in on], where="post", color="black", linewidth=1.2, zorder=2)
-        ax.scatter([g for g, _ in on], [v for _, v in on], s=150, facecolors="none", edgecolors="black",
-                   linewidths=1.5, zorder=4, label=f"Pareto front ({len(on)})")
-    labels = short_ids(t for _, _, t in points)
-    for g, v, t in points:
-        ax.annotate(labels[t.trial_id], (g, v), xytext=(5, 4), textcoords="offset points", fontsize=8)
-    ax.margins(x=0.1, y=0.08)
-    ax.set_xlabel("forward GFLOPs")
-    ax.set_ylabel(f"best {metric} ({mode})")
-    ax.set_title(f"{metric} vs GFLOPs: Pareto front ({metric} {mode}, GFLOPs {gmode})")
-    ax.grid(True, alpha=0.3)
-    handles = _state_handles(t.state for _, _, t in points) + ax.get_legend_handles_labels()[0]
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small", title="trial state")
-    return _save(fig, out_dir / "metric_vs_gflops.png")
-
-
-def _series(trial: TrialRecord, metric: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of every history entry that reported ``metric``."""
-    pairs = [(_epoch_of(i, h), v) for i, h in enumerate(trial.history) if (v := _number(h.get(metric))) is not None]
-    return [e for e, _ in pairs], [v for _, v in pairs]
-
-
-def _plot_per_epoch(out_dir: Path, trials: Sequence[TrialRecord], objective: Objective) -> Optional[Path]:
-    """metric_per_epoch.png: the objective and the loss per epoch, one line per trial."""
-    metric, mode = objective
-    if not any(_series(t, metric)[0] for t in trials):
-        return None
-    panels = [metric] + (["loss"] if metric != "loss" and any(_series(t, "loss")[0] for t in trials) else [])
-    fig, axes = _figure(6.0 * len(panels) + 1.8, 4.6, ncols=len(panels))
-    styles = {"STOPPED": "--", "ERROR": ":"}
-    labels = short_ids(trials)
-    colors = [f"C{i % 10}" for i in range(len(trials))] if len(trials) <= 10 else None
-    for ax, name in zip(axes, panels):
-        for i, t in enumerate(trials):
-            xs, ys = _series(t, name)
-            if not xs:
-                continue
-            color = colors[i] if colors else _STATE_COLORS.get(t.state, "black")
-            ax.plot(xs, ys, linestyle=styles.get(t.state, "-"), marker="o", markersize=3.5, color=color,
-                    label=f"{labels[t.trial_id]} ({t.state})")
-            if t.state in ("STOPPED", "ERROR"):  # mark where the trial ended
-                ax.plot(xs[-1], ys[-1], marker="x", markersize=9, markeredgewidth=2, color=color)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name + (f" ({mode})" if name == metric else ""))
-        ax.set_title(f"{name} per epoch")
-        ax.grid(True, alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    if colors:  # every trial drawn in any panel, in trial order
-        named: dict[str, Any] = {}
-        for ax in axes:
-            for handle, name in zip(*ax.get_legend_handles_labels()):
-                named.setdefault(name, handle)
-        order = [n for n in (f"{labels[t.trial_id]} ({t.state})" for t in trials) if n in named]
-        fig.legend([named[n] for n in order], order, loc="outside right upper", fontsize="small",
-                   title="trial (state)")
-    else:
-        fig.legend(handles=_state_handles(t.state for t in trials), loc="outside right upper", fontsize="small",
-                   title="trial state")
-    fig.suptitle(f"{' and '.join(panels)} per epoch, {len(trials)} trials "
-                 "(dashed, x: stopped early; dotted, x: failed)")
-    return _save(fig, out_dir / "metric_per_epoch.png")

@@ -73,6 +73,9 @@ class SweepSpec:
     workers_per_trial: int = 1
     cpus_per_worker: int = 1
     concurrent: int = 1
+    #: the folder relative config paths are resolved against: the working directory of the
+    #: `platform tune` command (trials run elsewhere: Tune gives each its own working directory)
+    base_dir: Path = field(default_factory=Path.cwd)
 
     @property
     def name(self) -> str:
@@ -85,6 +88,10 @@ class SweepSpec:
     def trial_overrides(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The --set values of one trial: the fixed overrides, then the sampled values."""
         return {**self.overrides, **{k: values[k] for k in self.space if k in values}}
+
+    def task_config(self, sets: Mapping[str, Any]) -> Any:
+        """The task config with ``sets`` applied, its paths resolved against ``base_dir``."""
+        return load_config(self.task, sets, base_dir=self.base_dir)
 
 
 def _err(path: Path, key: str, text: str) -> ConfigError:
@@ -246,7 +253,7 @@ def check_against_task(spec: SweepSpec, files: bool = True) -> None:
         sets = spec.trial_overrides(point)
         where = ", ".join(f"{k}={v!r}" for k, v in point.items())
         try:
-            cfg = load_config(spec.task, sets)
+            cfg = spec.task_config(sets)
             parse_section(cfg, "train", TrainSettings)
             parse_section(cfg, "ray", RaySettings)
             task = check_task_config(cfg)

@@ -177,6 +177,12 @@ class MultiTask(Task):
     def cost_input_size(self) -> tuple[int, int]:
         return self.members[self.names[0]].cost_input_size()
 
+    def check_data(self, report: Any, full: bool = False) -> None:
+        """Every member's own data check, its findings prefixed with the member's name."""
+        for name, member in self.members.items():
+            with report.member(name):
+                member.check_data(report, full)
+
     def preflight(self) -> None:
         for member in self.members.values():
             member.preflight()

@@ -223,8 +223,17 @@ def to_coco_results(persons: Iterable[dict], category_id: int = 1) -> list[dict]
 # --------------------------------------------------------------------------------------------
 # Loading and checking files
 # --------------------------------------------------------------------------------------------
-def _read_json(path: str | Path, what: str) -> Any:
+RESULTS_FILE = "keypoints_results.json"  # what `platform eval` writes: the file a results folder holds
+
+
+def _read_json(path: str | Path, what: str, expected: str = "") -> Any:
+    """The JSON in ``path``; one-line DataError for a missing file, a folder (``expected`` says
+    what file to give instead), bad JSON or an unreadable file."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / RESULTS_FILE
+        hint = f" (this folder has {inside})" if what == "keypoint results" and inside.is_file() else ""
+        raise DataError(f"{path}: is a folder, not a {what} file; give {expected or f'the {what} JSON file'}{hint}")
     if not path.is_file():
         raise DataError(f"{path}: {what} file not found; check the path")
     try:
@@ -274,7 +283,9 @@ def _check_results(entries: Any, source: str, num_keypoints: int, category_id: i
 
 def load_results(path: str | Path, num_keypoints: int = NUM_KEYPOINTS) -> list[dict]:
     """Read and check a COCO keypoint results JSON file (list of ``{image_id, keypoints, score}``)."""
-    data = _read_json(path, "keypoint results")
+    data = _read_json(path, "keypoint results",
+                      "a COCO keypoint results JSON file (a list of {image_id, keypoints, score}, "
+                      f"e.g. {RESULTS_FILE} from platform eval)")
     return _check_results(data, str(path), num_keypoints)
 
 

@@ -191,8 +191,13 @@ def load_predictions(path: str | Path, num_persons: int) -> np.ndarray:
     """0-based ``(N, 16, 2)`` predictions from the official ``pred.mat`` (1-based) or a JSON list
     of 16x2 / 16x3 arrays (0-based); DataError naming the file on a wrong count or shape."""
     path = Path(path)
+    if path.is_dir():
+        inside = [f.name for f in (path / "pred.mat", path / "pred.json") if f.is_file()]
+        hint = f" (this folder has {', '.join(inside)})" if inside else ""
+        raise DataError(f"{path}: is a folder, not a predictions file; give the official pred.mat (preds N x 16 x 2, "
+                        f"1-based) or a JSON list of 16x2 arrays (0-based) in val order{hint}")
     if not path.is_file():
-        raise DataError(f"{path}: predictions file not found")
+        raise DataError(f"{path}: predictions file not found; check the path")
     if path.suffix.lower() == ".mat":
         preds = _read_mat_preds(path)
     elif path.suffix.lower() == ".json":

@@ -224,10 +224,6 @@ class PoseTask(Task):
         w, h = self.codec.input_size
         return int(h), int(w)
 
-    @property
-    def data_root(self) -> str:
-        return self.cfg.get("data_root") or f"data/{self.data.format}"
-
     def preflight(self) -> None:
         """The dataset files exist (annotations, image folders, detections): cheap checks on the
         driver, so that a wrong path never reaches a Ray worker."""
@@ -268,6 +264,19 @@ class PoseTask(Task):
             raise DataError(f"{gt}: PCKh ground truth not found (official annot/gt_<val_split>.mat); "
                             "check data_root and data.val_split")
         mpii.image_dir(root)
+
+    def check_data(self, report: Any, full: bool = False) -> None:
+        """Both splits index as training will (keypoint counts, fields, boxes), and their image
+        files exist."""
+        import os
+
+        for split in ("train", "val"):
+            with report.catching():
+                dataset = self.build_dataset(split)
+                files = sorted({r.image_file for r in dataset.records})
+                report.say(f"{split}: {len(dataset)} person samples in {len(files)} images")
+                missing = [f for f in files if not os.path.isfile(f)]
+                report.faulty_files(f"{split} image files", missing, len(files))
 
     def val_bbox_file(self) -> Optional[str]:
         """The person detections the validation split uses (``bbox_file``); None: ground-truth boxes."""

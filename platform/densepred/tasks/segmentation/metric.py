@@ -234,6 +234,15 @@ def _resolve_gt_dir(gt_dir: str | os.PathLike | None, data_root: str | os.PathLi
     return gt_dir
 
 
+def _check_pred_dir(pred_dir: Path) -> None:
+    """DataError unless ``pred_dir`` is a folder; a file gets told what to give instead."""
+    if pred_dir.is_file():
+        raise DataError(f"{pred_dir}: is a file, not a folder; segmentation predictions are a folder of "
+                        "Cityscapes labelId PNGs named <city>_<seq>_<frame>*.png (searched recursively)")
+    if not pred_dir.is_dir():
+        raise DataError(f"prediction folder {pred_dir} not found")
+
+
 def match_predictions(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) -> list[tuple[str, str]]:
     """Pair each ``gt_dir/<city>/*_gtFine_labelIds.png`` with the prediction PNG found anywhere
     under ``pred_dir`` whose name starts with the same ``<city>_<seq>_<frame>`` (like
@@ -242,8 +251,7 @@ def match_predictions(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike) ->
     one GT image, or a GT image without prediction raise DataError naming the file."""
     pred_dir = Path(pred_dir)
     gt_dir = Path(gt_dir)
-    if not pred_dir.is_dir():
-        raise DataError(f"prediction folder {pred_dir} not found")
+    _check_pred_dir(pred_dir)
     gt_files = sorted(str(p) for p in gt_dir.glob(f"*/*{_GT_SUFFIX}"))
     if not gt_files:
         raise DataError(f"no ground truth found: {gt_dir}/*/*{_GT_SUFFIX} matches nothing")
@@ -361,6 +369,7 @@ def folder_confusion_matrix(pred_dir: str | os.PathLike, gt_dir: str | os.PathLi
                             num_workers: int | None = None) -> tuple[ConfusionMatrix, int]:
     """Confusion matrix of a folder of labelId prediction PNGs against Cityscapes gtFine; returns
     ``(matrix, number of images)``. See :func:`evaluate_prediction_folder`."""
+    _check_pred_dir(Path(pred_dir))  # the user's own argument first, before the dataset's GT
     gt_root = _resolve_gt_dir(gt_dir, data_root, split)
     pairs = match_predictions(pred_dir, gt_root)
     if num_workers is None:

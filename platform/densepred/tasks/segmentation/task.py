@@ -101,6 +101,10 @@ class SegInference:
     align_corners: bool = False    # upsampling of logits to the image size
 
 
+#: labels read per split by the quick data check before a run (`platform data check` reads all)
+QUICK_LABELS = 8
+
+
 @TASKS.register_module()
 class SegmentationTask(Task):
     primary_metric = "mIoU"
@@ -121,15 +125,25 @@ class SegmentationTask(Task):
         w, h = self.augment.crop_size
         return int(h), int(w)
 
-    @property
-    def data_root(self) -> str:
-        return self.cfg.get("data_root") or "data/cityscapes"
-
     def preflight(self) -> None:
         """Both splits pair every image with its label (a file listing, no decoding)."""
         super().preflight()
         for split in (self.data.train_split, self.data.val_split):
             find_samples(Path(self.data_root), split)
+
+    def check_data(self, report: Any, full: bool = False) -> None:
+        """Every image has its label; the labels (a few per split, or all when ``full``) hold only
+        known ids and have their image's size."""
+        from ...imageio import read_rgb
+        from .dataset import read_label
+
+        for split in (self.data.train_split, self.data.val_split):
+            with report.catching():
+                samples = find_samples(Path(self.data_root), split)
+                report.say(f"{split}: {len(samples)} images with labels")
+                for sample in samples if full else samples[:QUICK_LABELS]:
+                    with report.catching():
+                        read_label(sample, read_rgb(sample.image).shape)
 
     def build_dataset(self, split: str, strict_images: bool = False) -> CityscapesDataset:
         train = split == "train"
