@@ -10,7 +10,9 @@ import torch
 from densepred.config import load_config
 from densepred.errors import ConfigError
 from densepred.tasks.base import build_task
-from densepred.tasks.pose.coco_meta import FLIP_PAIRS
+from densepred.tasks.pose.keypoint_meta import coco_keypoints
+
+FLIP_PAIRS = coco_keypoints().flip_pairs
 from densepred.tasks.pose.geometry import flip_back
 
 from conftest import REPO

@@ -40,6 +40,7 @@ POSE_TASK = str(REPO / "tasks" / "pose_demo.yaml")
 SEG_TASK = str(REPO / "tasks" / "seg_demo.yaml")
 MT_TASK = str(REPO / "tasks" / "multitask_demo.yaml")
 MT_MIXED_TASK = str(REPO / "tasks" / "multitask_demo_pose_seg.yaml")
+CUSTOM_SEG_TASK = str(REPO / "tasks" / "custom_seg_demo.yaml")
 README = REPO / "README.md"
 TIME_LIMIT_S = 60          # one in-process case; a hang is a failure
 SUBPROCESS_TIMEOUT_S = 90  # one `python -m densepred.cli` case
@@ -118,6 +119,56 @@ def unknown_label_id(ctx):
     ids = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
     ids[0, :4] = 99
     cv2.imwrite(str(label), ids)
+
+
+# --- segmentation on your own classes (tasks/custom_seg_demo.yaml on a copy of $custom: 2 train, 1 val)
+CUSTOM_RUN = ("$work/custom_seg_demo",)
+
+
+def custom_train(*sets: str, root: str = "$custom") -> list[str]:
+    return ["train", "$CUSTOM", "--set", f"data_root={root}", "work_dir=$work", *sets]
+
+
+def _copy_custom(ctx: dict) -> Path:
+    return Path(shutil.copytree(ctx["custom"], ctx["tmp"] / "custom_seg"))
+
+
+def _edit_labels(ctx: dict, edit: Callable, count: int = 2) -> None:
+    """Rewrite the first ``count`` train labels of a copy of the custom set with ``edit(class ids)``."""
+    import cv2
+
+    for path in sorted((_copy_custom(ctx) / "labels" / "train").glob("*.png"))[:count]:
+        cv2.imwrite(str(path), edit(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)))
+
+
+def colour_labels(ctx):
+    """Every train label saved as a colour picture (RGB) instead of class ids."""
+    import numpy as np
+
+    _edit_labels(ctx, lambda ids: np.stack([ids * 40, ids * 20, ids], axis=-1).astype(np.uint8))
+
+
+def label_above_class_list(ctx):
+    """A train label holding 7 in a 5-class set."""
+    def edit(ids):
+        ids[:2, :3] = 7
+        return ids
+    _edit_labels(ctx, edit, count=1)
+
+
+def zero_labels(ctx):
+    """Every train label all 0 (only ignored pixels with reduce_zero_label)."""
+    _edit_labels(ctx, lambda ids: ids * 0)
+
+
+def split_file(*stems: str, remove_images: bool = False):
+    def setup(ctx):
+        root = _copy_custom(ctx)
+        (root / "train.txt").write_text("".join(f"{s}\n" for s in stems))
+        if remove_images:
+            for image in (root / "images" / "train").glob("*.jpg"):
+                image.unlink()
+    return setup
 
 
 def make_folder(name: str):
@@ -221,7 +272,50 @@ ROWS: list[Row] = [
     Row("train-optimizer-lr-negative", train("optimizer.lr=-1"),
         r"--set: optimizer\.lr must be a number > 0, got -1", absent=NO_RUN),
     Row("train-optimizer-unknown-arg", train("optimizer.momentun=0.9"),
-        r"--set: optimizer \(Adam\): .*unexpected keyword argument 'momentun'", absent=NO_RUN),
+        r"--set: optimizer\.momentun: Adam has no argument 'momentun'; it takes: lr, betas, eps", absent=NO_RUN),
+    # arguments checked by what they mean, not only by whether torch's constructor raises
+    Row("train-adam-betas-one-value", train("optimizer.betas=0.9"),
+        r"--set: optimizer\.betas: must be a list of 2 numbers, got 0\.9 \(Adam\)", absent=NO_RUN),
+    Row("train-adam-betas-range", train("optimizer.betas=[0.9, 1.5]"),
+        r"--set: optimizer\.betas: must be each in \[0, 1\), got \[0\.9, 1\.5\] \(Adam\)", absent=NO_RUN),
+    Row("train-adam-amsgrad-text", train("optimizer.amsgrad=maybe"),
+        r"--set: optimizer\.amsgrad: must be true or false, got 'maybe' \(Adam\)", absent=NO_RUN),
+    Row("train-adam-eps-zero", train("optimizer.eps=0"),
+        r"--set: optimizer\.eps: must be > 0, got 0 \(Adam\)", absent=NO_RUN),
+    Row("train-adamw-weight-decay-negative", train("optimizer.type=AdamW", "optimizer.weight_decay=-0.01"),
+        r"--set: optimizer\.weight_decay: must be >= 0, got -0\.01 \(AdamW\)", absent=NO_RUN),
+    Row("train-sgd-momentum-range", train("optimizer.type=SGD", "optimizer.momentum=1.5"),
+        r"--set: optimizer\.momentum: must be in \[0, 1\), got 1\.5 \(SGD\)", absent=NO_RUN),
+    Row("train-sgd-nesterov-text", train("optimizer.type=SGD", "optimizer.momentum=0.9", "optimizer.nesterov=yes please"),
+        r"--set: optimizer\.nesterov: must be true or false, got 'yes please' \(SGD\)", absent=NO_RUN),
+    Row("train-rmsprop-alpha-range", train("optimizer.type=RMSprop", "optimizer.alpha=2"),
+        r"--set: optimizer\.alpha: must be in \[0, 1\], got 2 \(RMSprop\)", absent=NO_RUN),
+    Row("train-multistep-milestones-unsorted", train("scheduler.milestones=[15, 12]"),
+        r"--set: scheduler\.milestones: must increase strictly from >= 1, got \[15, 12\]", absent=NO_RUN),
+    Row("train-multistep-milestones-repeated", train("scheduler.milestones=[12, 12]"),
+        r"scheduler\.milestones: must increase strictly from >= 1, got \[12, 12\] \(a repeated milestone", absent=NO_RUN),
+    Row("train-multistep-milestones-floats", train("scheduler.milestones=[1.5, 3]"),
+        r"--set: scheduler\.milestones: must be a list of whole numbers", absent=NO_RUN),
+    Row("train-multistep-gamma-negative", train("scheduler.gamma=-0.1"),
+        r"--set: scheduler\.gamma: must be > 0, got -0\.1 \(MultiStepLR\)", absent=NO_RUN),
+    Row("train-multistep-unknown-arg", train("scheduler.step_size=5"),
+        r"--set: scheduler\.step_size: MultiStepLR has no argument 'step_size'; it takes: milestones, gamma", absent=NO_RUN),
+    Row("train-poly-power-negative", train("scheduler={type: PolyLR, power: -1}"),
+        r"--set: scheduler\.power: must be > 0, got -1 \(PolyLR\)", absent=NO_RUN),
+    Row("train-poly-floor-range", train("scheduler={type: PolyLR, min_lr_ratio: 2}"),
+        r"--set: scheduler\.min_lr_ratio: must be in \[0, 1\], got 2 \(PolyLR\)", absent=NO_RUN),
+    Row("train-cosine-tmax-float", train("scheduler={type: CosineAnnealingLR, T_max: 10.5}"),
+        r"--set: scheduler\.T_max: must be a whole number, got 10\.5 \(CosineAnnealingLR\)", absent=NO_RUN),
+    Row("train-constant-lr-argument", train("scheduler={type: ConstantLR, factor: 0.5}"),
+        r"--set: scheduler\.factor: ConstantLR has no argument 'factor'; it takes: none", absent=NO_RUN),
+    Row("train-scheduler-last-epoch", train("scheduler.last_epoch=3"),
+        r"--set: scheduler\.last_epoch: set by the platform", absent=NO_RUN),
+    Row("train-loss-flag-not-bool", train("task.loss.use_target_weight=3"),
+        r"task\.loss\.use_target_weight: must be bool, got 3 \(JointsMSELoss\)", absent=NO_RUN),
+    Row("train-seg-loss-ohem-thresh-range", train("task.loss.ohem_thresh=1.5", task="$SEG"),
+        r"task\.loss\.ohem_thresh: must be <= 1, got 1\.5 \(SegCrossEntropy\)", absent=NO_RUN),
+    Row("train-scheduler-by-iter-text", train("scheduler.by_iter=sometimes"),
+        r"--set: scheduler\.by_iter: must be true \(step every iteration\) or false", absent=NO_RUN),
     Row("train-scheduler-type", train("scheduler.type=StepLRR"),
         r"--set: scheduler\.type 'StepLRR' is not supported; choose one of MultiStepLR, PolyLR", absent=NO_RUN),
     Row("train-load-from-missing", train("train.load_from=$tmp/absent.pth"),
@@ -352,9 +446,74 @@ ROWS: list[Row] = [
     Row("train-image-files-missing", ["train", "$POSE", "--set", "data_root=$tmp/coco", "work_dir=$work"],
         r"\d+ of \d+ train image files missing or unreadable \(e\.g\. .*\.jpg\): more than "
         r"train\.max_fault_fraction=0\.01, so the run would stop in its first epoch", remove_train_image_files, NO_RUN),
+    # keypoint metadata (data.keypoint_info) and a data set of another skeleton
+    Row("train-keypoint-info-sigmas-length", train("data.keypoint_info={keypoints: [a, b], sigmas: [0.1]}"),
+        r"--set: data\.keypoint_info \(inline\): sigmas must list one number per keypoint \(2\), got 1", absent=NO_RUN),
+    Row("train-keypoint-info-flip-pair-out-of-range", train("data.keypoint_info={keypoints: [a, b], flip_pairs: [[0, 5]]}"),
+        r"--set: data\.keypoint_info \(inline\): flip_pairs: joint index 5 is out of range 0\.\.1", absent=NO_RUN),
+    Row("train-keypoint-info-unknown-joint", train("data.keypoint_info={keypoints: [a, b], skeleton: [[a, c]]}"),
+        r"data\.keypoint_info \(inline\): skeleton: 'c' is not one of the keypoints", absent=NO_RUN),
+    Row("train-keypoint-info-unknown-name", train("data.keypoint_info=cocoo"),
+        r"--set: data\.keypoint_info: no keypoint info named 'cocoo'; shipped: ap10k, coco, crowdpose, face68, hand21, mpii",
+        absent=NO_RUN),
+    Row("train-keypoint-info-file-missing", train("data.keypoint_info=$tmp/joints.yaml"),
+        r"--set: data\.keypoint_info: keypoint info file .*joints\.yaml not found", absent=NO_RUN),
+    Row("train-keypoint-head-mismatch", train("data.keypoint_info=crowdpose"),
+        r"model\.heads\.pose\.num_keypoints is 17 but the data set has 14 keypoints \(keypoint info 'crowdpose'\); "
+        r"set model\.heads\.pose\.num_keypoints=null to follow the data", absent=NO_RUN),
+    Row("train-keypoint-file-other-skeleton", train("data.keypoint_info=crowdpose", "model.heads.pose.num_keypoints=null"),
+        r"person_keypoints_train2017\.json: category 'person' does not match the configured keypoint info \(17 keypoints "
+        r"in the file, 14 in keypoint info 'crowdpose'\); fix data\.keypoint_info, or set it to null", absent=NO_RUN),
     Row("train-seg-unknown-label-id", ["train", "$SEG", "--set", "data_root=$tmp/cityscapes", "work_dir=$work"],
         r"_gtFine_labelIds\.png: unknown Cityscapes label id\(s\) .*99.*\(valid labelIds are 0\.\.33\)",
         unknown_label_id, NO_RUN),
+
+    # ------------------------------------------------------------------ train: segmentation on your own classes
+    Row("train-seg-colour-labels", custom_train(root="$tmp/custom_seg"),
+        r"label file .*000000\.png has 3 channels; expected a single-channel index PNG \(colour-coded labels: "
+        r"convert them with `platform data convert-labels SRC OUT --palette CLASS_INFO`\)", colour_labels, CUSTOM_RUN),
+    Row("train-seg-label-above-class-list", custom_train(root="$tmp/custom_seg"),
+        r"000000\.png: label value\(s\) 7 outside the class list of data\.class_info of .*custom_seg_demo\.yaml "
+        r"\(5 classes: values 0\.\.4; 255 is ignored\); fix the label file or data\.class_info",
+        label_above_class_list, CUSTOM_RUN),
+    Row("train-seg-reduce-zero-label-zero-only", custom_train("data.class_info.reduce_zero_label=true",
+                                                              root="$tmp/custom_seg"),
+        r"2 of 2 train label files read hold only ignored pixels, e\.g\. .*\(reduce_zero_label: true ignores 0 "
+        r"and 255; if 0 is a class of yours, set reduce_zero_label: false", zero_labels, CUSTOM_RUN),
+    Row("train-seg-empty-split-file", custom_train("data.train_split=train.txt", root="$tmp/custom_seg"),
+        r"train\.txt: the split file lists no file stems; write one stem a line", split_file(), CUSTOM_RUN),
+    Row("train-seg-split-file-missing-stem", custom_train("data.train_split=train.txt", root="$tmp/custom_seg"),
+        r"train\.txt line 2: stem 'ghost' has no image and no label \(looked for .*ghost\.png\); fix the split file",
+        split_file("000000", "ghost"), CUSTOM_RUN),
+    Row("train-seg-image-files-missing", custom_train("data.train_split=train.txt", root="$tmp/custom_seg"),
+        r"2 of 2 train image files missing or unreadable \(e\.g\. .*000000\.jpg\): more than "
+        r"train\.max_fault_fraction=0\.01", split_file("000000", "000001", remove_images=True), CUSTOM_RUN),
+    Row("train-seg-image-suffix", custom_train("data.image_suffix=.png"),
+        r"no images in .*images/train ending in '\.png' .*it holds 2 '\.jpg' file\(s\): set data\.image_suffix=\.jpg",
+        absent=CUSTOM_RUN),
+    Row("train-seg-num-classes-mismatch", custom_train("model.heads.seg.num_classes=19"),
+        r"--set: model\.heads\.seg\.num_classes is 19 but the class list data\.class_info of .* has 5 classes; set "
+        r"it to null \(it then follows data\.class_info\) or to 5", absent=CUSTOM_RUN),
+    Row("train-seg-palette-length", custom_train("data.class_info.palette=[[0,0,0]]"),
+        r"--set: data\.class_info: palette has 1 colours for 5 classes \(names\); give one \[R, G, B\] per class",
+        absent=CUSTOM_RUN),
+    Row("train-seg-flip-pair-out-of-range", custom_train("data.class_info.label_flip_pairs=[[1,9]]"),
+        r"data\.class_info: label_flip_pairs holds 9, outside the class ids 0\.\.4", absent=CUSTOM_RUN),
+    Row("train-seg-duplicate-class-name", custom_train("data.class_info.names=[sky,sky,box,ball,cone]"),
+        r"data\.class_info: class name 'sky' appears twice in names \(ids 0 and 1\)", absent=CUSTOM_RUN),
+    Row("train-seg-no-class-info", custom_train("data.class_info=null"),
+        r"--set: data\.format=folders needs data\.class_info: a shipped class list \(ade20k, cityscapes, lip, "
+        r"pascal_context\), the path of a class_info \.yaml file", absent=CUSTOM_RUN),
+    Row("train-seg-unknown-class-list", custom_train("data.class_info=pascal_contxt"),
+        r"data\.class_info: no shipped class list named 'pascal_contxt' \(did you mean 'pascal_context'\?\)",
+        absent=CUSTOM_RUN),
+    Row("train-seg-class-info-file-missing", custom_train("data.class_info=$tmp/classes.yaml"),
+        r"data\.class_info: class_info file .*classes\.yaml not found", absent=CUSTOM_RUN),
+    Row("train-seg-official-weights-other-classes", custom_train("task.loss.class_weights=official"),
+        r"--set: task\.loss\.class_weights=official are the Cityscapes class weights, but the class list is "
+        r"data\.class_info of .* \(5 classes\); set task\.loss\.class_weights=null", absent=CUSTOM_RUN),
+    Row("train-seg-folder-keys-in-cityscapes-layout", train("data.train_images=img", task="$SEG"),
+        r"--set: data\.train_images belongs to the folders layout; set data\.format=folders", absent=NO_RUN),
 
     # ------------------------------------------------------------------ train: flags, run folders
     Row("train-workers-0", train(flags=("--workers", "0")), r"--workers must be >= 1, got 0 \(see platform train --help\)"),
@@ -408,6 +567,8 @@ ROWS: list[Row] = [
     Row("eval-data-root-missing",
         ["eval", "$POSE", "--set", "data_root=$tmp/nowhere", "--checkpoint", "$ckpt", "--out", "$tmp/out"],
         r"data_root .*nowhere does not exist", absent=("$tmp/out",)),
+    Row("eval-seg-prediction-missing", ["eval", "$CUSTOM", "--set", "data_root=$custom", "--predictions", "$tmp/preds"],
+        r"000000\.png: no prediction found for it in .*preds \(expected 000000\.png\)", make_folder("preds")),
 
     # ------------------------------------------------------------------ predict
     Row("predict-missing-arguments", ["predict", "$POSE", "--checkpoint", "$ckpt"],
@@ -436,7 +597,8 @@ ROWS: list[Row] = [
                              "--pose-val", "1"],
         r"--out .*notes\.txt is a file; give a folder"),
     Row("demo-task-unknown", ["data", "demo", "--out", "$tmp/demo", "--task", "depth"],
-        r"--task invalid choice: 'depth' \(choose from 'all', 'pose', 'mpii', 'seg'\)", absent=("$tmp/demo",)),
+        r"--task invalid choice: 'depth' \(choose from 'all', 'pose', 'mpii', 'seg', .*'custom-seg'.*\)",
+        absent=("$tmp/demo",)),
     Row("demo-seed-text", ["data", "demo", "--out", "$tmp/demo", "--seed", "lucky"],
         r"--seed invalid int value: 'lucky'", absent=("$tmp/demo",)),
 
@@ -452,6 +614,18 @@ ROWS: list[Row] = [
         r"nowhere", absent=("$tmp/b",)),
     Row("browse-unknown-set-key", ["data", "browse", "$SEG", "--set", "data.augmnt={}", "--out", "$tmp/b"],
         r"--set: unknown key 'data\.augmnt' \(did you mean 'augment'\?\)", absent=("$tmp/b",)),
+
+    # ------------------------------------------------------------------ data check, convert-labels
+    Row("check-seg-label-above-class-list", ["data", "check", "$CUSTOM", "--set", "data_root=$tmp/custom_seg"],
+        r"000000\.png: label value\(s\) 7 outside the class list", label_above_class_list),
+    Row("convert-labels-unknown-palette", ["data", "convert-labels", "$tmp/colour", "$tmp/index", "--palette", "lipp"],
+        r"--palette: no shipped class list named 'lipp' \(did you mean 'lip'\?\)", make_folder("colour"),
+        absent=("$tmp/index",)),
+    Row("convert-labels-src-missing", ["data", "convert-labels", "$tmp/colour", "$tmp/index", "--palette", "lip"],
+        r"SRC_FOLDER .*colour not found; give the folder of colour label images", absent=("$tmp/index",)),
+    Row("convert-labels-no-images", ["data", "convert-labels", "$tmp/colour", "$tmp/index", "--palette", "lip"],
+        r"no label images \(\.png, \.bmp, \.tif, \.tiff\) in .*colour", make_folder("colour"),
+        absent=("$tmp/index",)),
 ]
 
 # `--address` cases run as their own process: the rest of the suite shares one in-process Ray
@@ -490,6 +664,10 @@ def shared(tmp_path_factory) -> dict:
     make_pose_demo(pose, num_train_images=2, num_val_images=1, seed=3, progress=False)
     seg = base / "cityscapes"
     make_seg_demo(seg, num_train=1, num_val=1, image_size=(64, 32), seed=3, progress=False)
+    from densepred.tasks.segmentation.custom_demo import make_custom_seg_demo
+
+    custom = base / "custom_seg"
+    make_custom_seg_demo(custom, num_train=2, num_val=1, image_size=64, seed=3, progress=False)
     files = base / "files"
     ckpt = save_checkpoint(files / "pose_demo.pth", build_model(load_config(POSE_TASK, [f"data_root={pose}"])))
     tiny = save_checkpoint(files / "tiny.pth", build_model(TINY_POSE_MODEL))   # another HRNet configuration
@@ -499,7 +677,7 @@ def shared(tmp_path_factory) -> dict:
     jpeg.write_bytes(sorted((pose / "images" / "val2017").glob("*.jpg"))[0].read_bytes())
     return {"pose": pose, "seg": seg, "ckpt": ckpt, "tiny_ckpt": tiny, "linear_ckpt": linear, "text": text,
             "jpeg": jpeg, "POSE": Path(POSE_TASK), "SEG": Path(SEG_TASK), "MT": Path(MT_TASK),
-            "MTMIX": Path(MT_MIXED_TASK)}
+            "MTMIX": Path(MT_MIXED_TASK), "custom": custom, "CUSTOM": Path(CUSTOM_SEG_TASK)}
 
 
 @pytest.fixture

@@ -116,6 +116,7 @@ def _train_workers_alive():
     return list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
 
 
+@pytest.mark.slow  # 70-80 s on 2 cores: in scripts/test.sh --slow
 def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(ray_local, tiny_pose_demo, tmp_path):
     epochs = ["train.epochs=10", "seed=7"]  # room for the Ctrl-C to land before the end
     # Ctrl-C of `platform train` after epoch 1 ...
@@ -134,7 +135,8 @@ def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_run(ray_loca
     # The hint names the run's own config.yaml (every --set value is in it) and the --address flag.
     hint = re.search(r"continue with: (platform train .*)$", out, flags=re.M)
     assert hint, out
-    assert hint.group(1).startswith(f"platform train {run_dir / 'config.yaml'} --resume --address "), hint.group(1)
+    assert hint.group(1).startswith(f"platform train {run_dir / 'config.yaml'} --resume --workers 1 --address "), \
+        hint.group(1)
     assert read_latest(run_dir)["epoch"] < 10  # really cut short
     # Its workers and placement group are gone from the cluster.
     _wait_for(lambda: _placement_groups_alive() == [], 60, "the interrupted run's placement group to be removed")
@@ -226,6 +228,33 @@ def test_a_cluster_whose_cpus_are_held_by_another_job_is_a_clear_error(ray_local
     assert not (tmp_path / "busy").exists()
 
 
+def test_workers_that_cannot_be_placed_end_the_run_after_the_placement_timeout(ray_local, tiny_pose_demo, tmp_path,
+                                                                                monkeypatch):
+    """Another job takes the CPUs between the driver's check and the start of the worker group: the
+    run ends after ray.placement_timeout_s with one line, instead of waiting for ever."""
+    import densepred.engine.launch as launch
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    held = []
+    checked = launch.wait_for_cpus
+
+    def check_then_take_the_cpus(*args, **kwargs):
+        checked(*args, **kwargs)
+        held.append(placement_group([{"CPU": 2}]))
+        ray_local.get(held[0].ready(), timeout=30)
+
+    monkeypatch.setattr(launch, "wait_for_cpus", check_then_take_the_cpus)
+    try:
+        start = time.time()
+        with pytest.raises(PlatformError, match=r"^the 1 worker\(s\) could not be placed within "
+                                                r"ray\.placement_timeout_s=3 s: the cluster is busy or too small"):
+            train(_cfg(tiny_pose_demo, tmp_path, "run_name=unplaced", "ray.placement_timeout_s=3"), workers=1)
+        assert time.time() - start < 60
+    finally:
+        for pg in held:
+            remove_placement_group(pg)
+
+
 def test_an_error_inside_a_worker_that_would_repeat_is_not_retried(ray_local, tiny_pose_demo, tmp_path, monkeypatch):
     """An annotation file that breaks after the driver's data check (here: the check is skipped)
     fails in the worker: the run stops with that one line (console and train.log) after one worker
@@ -240,7 +269,8 @@ def test_an_error_inside_a_worker_that_would_repeat_is_not_retried(ray_local, ti
     with pytest.raises(PlatformError, match=rf"^training stopped: {re.escape(str(ann))}: invalid JSON at line"):
         train(_cfg(root, tmp_path, "run_name=broken", "ray.max_failures=3"), workers=1)
     run_dir = tmp_path / "broken"
-    assert list(json.loads((run_dir / "logs" / "attempts.json").read_text()).values()) == [1]
+    attempts = json.loads((run_dir / "logs" / "attempts.json").read_text())
+    assert [v for k, v in attempts.items() if k != "world"] == [1]  # one worker group: not retried
     assert "[train] failed: training stopped: " in _log(run_dir) and "invalid JSON" in _log(run_dir)
     assert _placement_groups_alive() == []
 

@@ -12,18 +12,12 @@ hard timeout ends it (and everything it started) if it hangs.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from cluster_child import run_cluster_child
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -38,38 +32,8 @@ TINY = ["bbox_file=null", "data.input_size=[48, 64]", "data.heatmap_size=[12, 16
 EPOCHS = 3
 HARD_TIMEOUT_S = 600  # the whole child process: cluster start, training, recovery, shutdown
 
-# The child process. It prints and records (params["out"], JSON) what it did and when.
+# The child script (after cluster_child.PREAMBLE). It prints and records (out) what it did and when.
 CHILD = r'''
-import json, os, sys, threading, time, traceback
-from pathlib import Path
-
-params = json.loads(Path(sys.argv[1]).read_text())
-run_dir = Path(params["run_dir"])
-train_log = run_dir / "logs" / "train.log"
-out = {"events": {}}
-box = {}
-
-
-def note(event, text):
-    out["events"][event] = time.time()
-    print(f"[node-loss] {text}", flush=True)
-
-
-def log_lines():
-    return train_log.read_text().splitlines() if train_log.exists() else []
-
-
-def wait_for(predicate, timeout, what):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return
-        if "summary" in box or "error" in box:
-            raise RuntimeError(f"training ended while waiting for {what}: {box.get('error')}")
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-
-
 import ray
 import ray.util
 from ray.cluster_utils import Cluster
@@ -167,61 +131,19 @@ def pose_data(tmp_path_factory):
     return root
 
 
-def _session_members(sid: int) -> list[str]:
-    """Live processes of session ``sid`` (the child and everything Ray started under it)."""
-    found = []
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[3]) == sid and stat[0] != "Z":
-                found.append(f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes()[:80]!r}")
-        except (OSError, ValueError, IndexError):
-            pass
-    return found
-
-
 def test_a_lost_node_is_replaced_and_the_run_finishes_from_the_newest_checkpoint(pose_data, tmp_path):
     run_dir = tmp_path / "work" / "nodeloss"
-    params = {"task": str(TASK), "run_dir": str(run_dir), "out": str(tmp_path / "observed.json"),
+    params = {"task": str(TASK), "run_dir": str(run_dir), "tag": "node-loss",
               "overrides": [f"data_root={pose_data}", f"work_dir={tmp_path / 'work'}", *TINY,
                             f"train.epochs={EPOCHS}", "run_name=nodeloss", "ray.max_failures=2"],
               "recovery_timeout": 240, "finish_timeout": 240}
-    (tmp_path / "params.json").write_text(json.dumps(params))
-    (tmp_path / "node_loss_child.py").write_text(CHILD)
-    # A private Ray temp folder (short: Ray's socket paths must stay under 108 bytes): the cluster's
-    # address file goes there, so no other `ray.init()` on this machine connects to this cluster.
-    ray_tmp = tempfile.mkdtemp(prefix="rnl-")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(PYTHONPATH=str(REPO / "platform"), RAY_AUTH_MODE="disabled", RAY_TMPDIR=ray_tmp)
-    out_path = tmp_path / "child.out"
-    t0 = time.time()
-    with open(out_path, "w") as out_file:
-        proc = subprocess.Popen([sys.executable, str(tmp_path / "node_loss_child.py"), str(tmp_path / "params.json")],
-                                cwd=tmp_path, env=env, stdout=out_file, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            proc.wait(timeout=HARD_TIMEOUT_S)
-            hung = False
-        except subprocess.TimeoutExpired:  # end the child and every process of its session
-            hung = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    elapsed = time.time() - t0
-    child_out = out_path.read_text(errors="replace")
-    tail = "\n".join(child_out.splitlines()[-60:])
-    deadline = time.time() + 30
-    while _session_members(proc.pid) and time.time() < deadline:
-        time.sleep(0.5)
-    left = _session_members(proc.pid)
-    for pid in left:
-        os.kill(int(pid.split()[0]), signal.SIGKILL)
-    shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert not hung, f"the child process hung and was killed after {HARD_TIMEOUT_S}s:\n{tail}"
-    assert not left, f"processes of the child's Ray cluster outlived it: {left}"
-    assert (tmp_path / "observed.json").is_file(), f"the child failed ({proc.returncode}):\n{tail}"
-    observed = json.loads((tmp_path / "observed.json").read_text())
-    assert proc.returncode == 0 and not observed.get("error") and not observed["train_error"], (
-        f"child failed ({proc.returncode}): {observed.get('error') or observed['train_error']}\n{tail}")
+    res = run_cluster_child(tmp_path, CHILD, params, HARD_TIMEOUT_S)
+    observed, tail, elapsed = res["observed"], res["tail"], res["elapsed"]
+    assert not res["hung"], f"the child process hung and was killed after {HARD_TIMEOUT_S}s:\n{tail}"
+    assert not res["left"], f"processes of the child's Ray cluster outlived it: {res['left']}"
+    assert observed is not None, f"the child failed ({res['returncode']}):\n{tail}"
+    assert res["returncode"] == 0 and not observed.get("error") and not observed["train_error"], (
+        f"child failed ({res['returncode']}): {observed.get('error') or observed['train_error']}\n{tail}")
 
     ev = observed["events"]
     print(f"\n[node-loss] whole test {elapsed:.0f}s; after removing the node of rank 0: "

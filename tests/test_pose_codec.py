@@ -18,7 +18,10 @@ from densepred.tasks.pose.codec import (
     get_max_preds,
     refine_dark,
 )
-from densepred.tasks.pose.coco_meta import FLIP_PAIRS, JOINT_WEIGHTS
+from densepred.tasks.pose.keypoint_meta import coco_keypoints
+
+# configs/datasets/keypoints/coco.yaml, checked here against the official code's own values
+FLIP_PAIRS, JOINT_WEIGHTS = list(coco_keypoints().flip_pairs), coco_keypoints().joint_weights
 from densepred.tasks.pose.geometry import (
     affine_transform,
     box_to_center_scale,

@@ -13,7 +13,10 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from densepred.tasks.pose.coco_meta import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON
+from densepred.tasks.pose.keypoint_meta import coco_keypoints
+
+KEYPOINT_NAMES, SKELETON = coco_keypoints().names, coco_keypoints().skeleton
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 from densepred.tasks.pose.demo_data import (DET_FILE, TRAIN_ANN_FILE, TRAIN_IMG_DIR,
                                             VAL_ANN_FILE, VAL_IMG_DIR, make_pose_demo)
 

@@ -9,7 +9,10 @@ import pytest
 
 from densepred.errors import DataError
 from densepred.registry import METRICS
-from densepred.tasks.pose.coco_meta import NUM_KEYPOINTS, SIGMAS
+from densepred.tasks.pose.keypoint_meta import coco_keypoints
+
+SIGMAS = coco_keypoints().sigmas
+NUM_KEYPOINTS = len(SIGMAS)
 from densepred.tasks.pose.evaluation import (
     STAT_NAMES,
     CocoKeypointMetric,

@@ -12,7 +12,7 @@ from conftest import REPO
 from densepred import DataError, load_config
 from densepred.cli import main
 from densepred.tasks.base import build_task
-from densepred.tasks.pose.coco_meta import PIXEL_STD
+from densepred.tasks.pose.geometry import PIXEL_STD
 from densepred.tasks.pose.demo_data import make_pose_demo
 from densepred.tasks.pose.evaluation import evaluate_keypoints, to_coco_results
 
@@ -142,7 +142,7 @@ def test_predict_writes_results_and_pictures(demo_root, tmp_path, reference_dir)
 # ----------------------------------------------------------------------------- bad input
 
 def test_missing_data_root(tmp_path):
-    with pytest.raises(DataError, match=r"data_root .*nowhere does not exist; set data_root to your COCO folder"):
+    with pytest.raises(DataError, match=r"data_root .*nowhere does not exist; set data_root to your dataset folder"):
         _task(tmp_path / "nowhere").build_dataset("train")
 
 

@@ -30,6 +30,7 @@ from conftest import REPO
 
 README = REPO / "README.md"
 QUICK_TRAIN = ["--set", "train.epochs=1", "train.max_iters=5"]
+ONE_EPOCH = ["--set", "train.epochs=1"]
 QUICK_TUNE = ["--samples", "1", "--set", "train.epochs=2", "train.max_iters=10", "evaluation.interval=1"]
 QUICK_DEMO = "platform data demo --pose-train 40 --pose-val 10 --seg-train 8 --seg-val 4"
 TIMEOUT_S = 900
@@ -41,7 +42,7 @@ class Run:
 
     command: str
     creates: tuple[str, ...] = ()    # globs under the copy's root that must match afterwards
-    shorten: bool = True             # append QUICK_TRAIN / QUICK_TUNE (False: run exactly as written)
+    shorten: str = "quick"           # quick: QUICK_TRAIN / QUICK_TUNE; epoch: ONE_EPOCH; none: as written
 
 
 PREDICT_POSE = ("platform predict tasks/pose_demo.yaml --checkpoint work_dirs/pose_demo/best.pth "
@@ -74,17 +75,25 @@ DEFAULT = [
 # The long ones: every demo recipe and shipped sweep, the multi-task commands, bench and the main job.
 SLOW = [
     Run("platform data demo", ("data/demo/mpii/annot/valid.json",)),
-    Run("bash scripts/demo.sh", ("work_dirs/pose_demo/final_eval/metrics.json",), shorten=False),
+    Run("bash scripts/demo.sh", ("work_dirs/pose_demo/final_eval/metrics.json",), shorten="none"),
     Run("platform train tasks/pose_demo.yaml --set train.epochs=5 run_name=quick", ("work_dirs/quick/best.pth",)),
     Run("platform train tasks/pose_demo.yaml --set run_name=quick --resume", ("work_dirs/quick/best.pth",)),
     Run("platform predict tasks/pose_demo.yaml --checkpoint work_dirs/quick/best.pth --input street.jpg --out out/",
         ("out/results.json", "out/vis/street.jpg")),
     Run("platform models --forward --input-size 256 192"),
     Run("platform train tasks/seg_demo.yaml", ("work_dirs/seg_demo/best.pth",)),
+    Run("platform train tasks/custom_pose_demo.yaml", ("work_dirs/custom_pose_demo/best.pth",)),
+    Run("platform data check tasks/custom_seg_demo.yaml"),
+    Run("platform train tasks/custom_seg_demo.yaml", ("work_dirs/custom_seg_demo/best.pth",)),
+    Run("platform predict tasks/custom_seg_demo.yaml --checkpoint work_dirs/custom_seg_demo/best.pth "
+        "--input data/demo/custom_seg/images/val --out work_dirs/custom_seg_demo/predictions",
+        ("work_dirs/custom_seg_demo/predictions/labels/*.png", "work_dirs/custom_seg_demo/predictions/vis/*.jpg")),
+    Run("platform eval tasks/custom_seg_demo.yaml --predictions work_dirs/custom_seg_demo/predictions/labels"),
     Run("platform train tasks/pose_mpii_demo.yaml", ("work_dirs/pose_mpii_demo/best.pth",)),
     Run("platform train tasks/pose_demo_simplebaseline.yaml", ("work_dirs/pose_demo_simplebaseline/best.pth",)),
     Run("platform train tasks/pose_demo_hourglass.yaml", ("work_dirs/pose_demo_hourglass/best.pth",)),
-    Run("platform train tasks/person_mask_demo.yaml", ("work_dirs/person_mask_demo/best.pth",)),
+    # a whole epoch: the eval --baseline below needs a mask model that learned something
+    Run("platform train tasks/person_mask_demo.yaml", ("work_dirs/person_mask_demo/best.pth",), shorten="epoch"),
     Run("platform train tasks/multitask_demo.yaml", ("work_dirs/multitask_demo/best.pth",)),
     Run("platform train tasks/multitask_demo_pose_seg.yaml", ("work_dirs/multitask_demo_pose_seg/best.pth",)),
     Run("platform eval tasks/multitask_demo.yaml --checkpoint work_dirs/multitask_demo/best.pth "
@@ -97,10 +106,11 @@ SLOW = [
     Run("platform tune tuning/seg_hrnet_width_fusion.yaml --samples 4 --concurrent 1",
         ("work_dirs/tune/seg_hrnet_width_fusion/results.csv",)),
     Run("platform tune tuning/multitask_balancing.yaml", ("work_dirs/tune/multitask_balancing/results.csv",)),
-    Run("platform bench --quick", ("benchmarks/results/*.json",), shorten=False),
+    Run("platform bench --quick", ("benchmarks/results/*.json",), shorten="none"),
 ]
 
-_REAL_DATA = "needs the real dataset (COCO, MPII or Cityscapes), which these machines cannot download"
+_REAL_DATA = ("needs the real dataset (COCO, MPII, Cityscapes, PASCAL-Context, LIP or ADE20K), which these machines "
+              "cannot download")
 _CHECKPOINT = "needs an official checkpoint file, which these machines cannot download"
 _CLUSTER = "needs a multi-node Ray cluster (`ray start`); tests/test_node_loss.py runs a local 3-node cluster"
 NOT_RUN = {
@@ -116,6 +126,15 @@ NOT_RUN = {
     "platform predict tasks/pose_coco.yaml --checkpoint best.pth --input clip.mp4 --out out/ --boxes clip_dets.json":
         "needs the user's video and detections; tests/test_predict.py predicts on a generated video",
     "platform data demo --task mpii --out data/demo": "covered by `platform data demo` (all sets) in SLOW",
+    "platform data demo --task custom-seg": "covered by `platform data demo` (all sets) in SLOW",
+    "platform data demo --task custom-pose": "covered by `platform data demo` (all sets) in SLOW",
+    "platform data convert-labels my_colour_labels/ my_labels/ --palette my_classes.yaml":
+        "needs the user's colour label images; tests/test_seg_folders.py converts generated ones",
+    "platform train tasks/seg_pascal_context.yaml --set data_root=/data/VOCdevkit/VOC2010 --workers 4 --gpu":
+        _REAL_DATA,
+    "platform train tasks/seg_lip.yaml --set data_root=/data/lip --workers 4 --gpu": _REAL_DATA,
+    "platform train tasks/seg_ade20k.yaml --set data_root=/data/ade/ADEChallengeData2016 --workers 4 --gpu":
+        _REAL_DATA,
     "platform train tasks/seg_cityscapes.yaml --set data_root=/data/cityscapes --workers 4 --gpu": _REAL_DATA,
     "platform eval tasks/seg_cityscapes.yaml --set data_root=/data/cityscapes --checkpoint "
     "hrnet_w48_cityscapes_cls19_1024x2048_trainset.pth": _CHECKPOINT,
@@ -186,9 +205,11 @@ def fresh_copy(dest: Path) -> Path:
 
 def command_line(run: Run) -> list[str]:
     argv = shlex.split(run.command)
-    if run.shorten and argv[:2] == ["platform", "train"]:
+    if run.shorten == "epoch":
+        argv += ONE_EPOCH
+    elif run.shorten == "quick" and argv[:2] == ["platform", "train"]:
         argv += QUICK_TRAIN
-    elif run.shorten and argv[:2] == ["platform", "tune"]:
+    elif run.shorten == "quick" and argv[:2] == ["platform", "tune"]:
         argv += QUICK_TUNE
     return argv
 

@@ -65,6 +65,7 @@ def test_two_cpu_workers_stay_in_sync_and_resume(ray_local, tiny_pose_demo, tmp_
     assert _epochs(run_dir) == [1, 2]
 
 
+@pytest.mark.slow  # 25 s on 2 cores: in scripts/test.sh --slow
 def test_a_run_whose_old_checkpoints_were_pruned_resumes(ray_local, tiny_pose_demo, tmp_path):
     """Ray refuses a run folder whose record names a deleted checkpoint; retention must not cause that."""
     keep_one = ["run_name=pruned", "train.keep_checkpoints=1", "data.batch_size=8", "ray.workers=1"]

@@ -230,7 +230,8 @@ def test_a_sweep_without_a_finished_trial_fails_and_resume_retries_its_errors(ra
 
     space = write_space(tmp_path, tiny_pose_demo, space={"model.backbone.width": {"grid": [8]}},
                         overrides={**TINY, "data_root": str(tiny_pose_demo), "work_dir": str(tmp_path / "work"),
-                                   "train.epochs": 1, "optimizer.lr": 1.0e+30})   # the loss diverges at once
+                                   "train.epochs": 1, "optimizer.lr": 1.0e+30},   # the loss diverges at once
+                        resources={"workers_per_trial": 1, "cpus_per_worker": 1, "concurrent": 4})
     sweep = tmp_path / "work" / "tune" / "sweep"
     (sweep / "ray_tune").mkdir(parents=True)
     (sweep / "ray_tune" / "tuner.pkl").write_bytes(b"")  # what a start cut off during start-up leaves
@@ -242,6 +243,7 @@ def test_a_sweep_without_a_finished_trial_fails_and_resume_retries_its_errors(ra
     (row,) = _rows(sweep)
     assert row["state"] == "ERROR" and row["error"].startswith("training stopped: loss is")
     assert f"[tune] {row['trial_id']} failed after 0 epoch(s): training stopped: loss is" in out
+    assert "[tune] 4 trials at once need 4 CPUs; the Ray cluster has 2: running 2 at a time" in out  # no deadlock
     log = sweep / "trials" / row["trial_id"] / "logs"
     assert (log / "error.txt").read_text().startswith(row["error"])
     runs = (log / "train.log").read_text().count("worker(s) on cpu")

@@ -20,7 +20,7 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -234,6 +234,8 @@ class LoadReport:
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
     #: heads of the model of which the checkpoint holds nothing: they keep their fresh initialisation
     fresh_heads: list[str] = field(default_factory=list)
+    #: what a task's transform did (e.g. pose head rows transferred by joint name)
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         parts = [f"loaded {self.loaded} tensors from {self.path} ({self.format} format)"]
@@ -249,7 +251,7 @@ class LoadReport:
             parts.append(f"{len(self.unexpected)} unexpected")
         if self.mismatched:
             parts.append(f"{len(self.mismatched)} shape mismatches")
-        return ", ".join(parts)
+        return "; ".join([", ".join(parts)] + self.notes)
 
 
 def _short(items: list[str], n: int = 4) -> str:
@@ -300,7 +302,7 @@ def map_to_model(fmt: str, sd: Mapping[str, torch.Tensor], model: nn.Module,
                 if k.startswith(prefix + "final_layer."):
                     head_name = k[len(prefix):]
             target = index.get(head_name) if head_name else None
-            if target is not None and own[target].shape == v.shape:
+            if target is not None:  # a head of another size is skipped after the task's transforms
                 mapped[target] = v
             else:
                 report.skipped[k] = f"{fmt} head without a matching head in this model"
@@ -310,21 +312,35 @@ def map_to_model(fmt: str, sd: Mapping[str, torch.Tensor], model: nn.Module,
     return mapped, required
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> LoadReport:
+#: ``transform(mapped, own, report, meta)``: adapt the checkpoint's tensors (already renamed to the
+#: model's keys) to the model, e.g. rows of a pose head by joint name; ``meta`` is the checkpoint's
+#: own metadata (platform checkpoints: ``meta`` with ``keypoints``; other formats: empty)
+Transform = Callable[[dict, Mapping[str, torch.Tensor], "LoadReport", Mapping[str, Any]], dict]
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                    transforms: Sequence[Transform] = ()) -> LoadReport:
     """Load a checkpoint of any supported format into ``model`` (see the module docstring).
 
     With ``strict`` (default) every required model key must be present with the right shape and no
     checkpoint weight may be left unused; otherwise a ``CheckpointError`` lists missing, unexpected
-    and shape-mismatched keys. Returns a ``LoadReport``.
+    and shape-mismatched keys. ``transforms`` (a task's, ``Task.weight_transforms``) adapt tensors
+    first. Returns a ``LoadReport``.
     """
     raw = read_checkpoint(path)
     fmt, sd = extract_state_dict(raw, str(path))
     report = LoadReport(str(path), fmt)
     mapped, required = map_to_model(fmt, sd, model, report)
     own = model.state_dict()
+    meta = raw.get("meta") if isinstance(raw, Mapping) and isinstance(raw.get("meta"), Mapping) else {}
+    for transform in transforms:
+        mapped = transform(mapped, own, report, meta)
     for k, v in list(mapped.items()):
         if own[k].shape != v.shape:
-            report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
+            if fmt in ("mmpose", "mmseg") and not k.startswith("backbone."):
+                report.skipped[k] = f"{fmt} head without a matching head in this model"
+            else:
+                report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
             del mapped[k]
     report.missing = [k for k in own if k in required and k not in mapped
                       and not k.endswith("num_batches_tracked")

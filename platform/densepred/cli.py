@@ -77,11 +77,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import head_state_dict, load_checkpoint, save_checkpoint
     from .config import load_config
-    from .model import build_model
 
     ensure_out_file(args.out, "OUT")
     cfg = load_config(args.config, args.set)
-    model = build_model(cfg)
+    model = _model_of(cfg)
     if args.head:
         head_state_dict(model.state_dict(), args.head)  # the head exists, before the checkpoint is read
     report = load_checkpoint(model, args.checkpoint, strict=not args.no_strict)
@@ -100,6 +99,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     return 0
 
+
+
+def _model_of(cfg: Any) -> Any:
+    """The model of a model config, or of a task config through its task (head sizes left null
+    follow the data set: its joints or classes)."""
+    from .model import build_model
+
+    if not (cfg.get("task") or {}).get("type"):
+        return build_model(cfg)
+    from .errors import DataError
+    from .tasks.base import build_task
+
+    try:
+        return build_task(cfg).build_model()
+    except DataError as e:
+        raise PlatformError(f"{e} (the model's head size follows the data set, which could not be read: give "
+                            "its size, e.g. --set model.heads.pose.num_keypoints=17)") from None
 
 
 # --------------------------------------------------------------------------- train / eval
@@ -241,24 +257,50 @@ def _progress(label: str):
 
 # --------------------------------------------------------------------------- data
 
-def cmd_data_demo(args: argparse.Namespace) -> int:
+#: ``platform data demo --task`` values (besides ``all``): what each writes and where
+DEMO_SETS = ("pose", "mpii", "seg", "custom-pose", "custom-seg")
+
+
+def _demo_writers(args: argparse.Namespace) -> dict[str, tuple[str, str, Callable[[Path], dict]]]:
+    """--task name -> (what it is, folder under --out, writer)."""
+    from .tasks.pose.custom_demo import make_custom_pose_demo
     from .tasks.pose.demo_data import make_pose_demo
     from .tasks.pose.mpii_demo import make_mpii_demo
+    from .tasks.segmentation.custom_demo import make_custom_seg_demo
     from .tasks.segmentation.demo_data import make_seg_demo
 
+    return {
+        "pose": ("pose demo (COCO keypoint format)", "coco", lambda d: make_pose_demo(
+            d, num_train_images=args.pose_train, num_val_images=args.pose_val, seed=args.seed)),
+        "mpii": ("pose demo (MPII layout)", "mpii", lambda d: make_mpii_demo(
+            d, num_train_persons=args.mpii_train, num_val_persons=args.mpii_val, seed=args.seed)),
+        "seg": ("segmentation demo (Cityscapes layout)", "cityscapes", lambda d: make_seg_demo(
+            d, num_train=args.seg_train, num_val=args.seg_val, image_size=tuple(args.seg_size), seed=args.seed)),
+        "custom-pose": ("keypoints of your own (robot arms, COCO format)", "custom_pose", lambda d: make_custom_pose_demo(
+            d, num_train=args.pose_train, num_val=args.pose_val, seed=args.seed)),
+        "custom-seg": ("segmentation demo with its own classes (folders layout)", "custom_seg",
+                       lambda d: make_custom_seg_demo(d, num_train=args.seg_train, num_val=args.seg_val, seed=args.seed)),
+    }
+
+
+def cmd_data_demo(args: argparse.Namespace) -> int:
     out = ensure_out_dir(args.out)
-    if args.task in ("all", "pose"):
-        summary = make_pose_demo(out / "coco", num_train_images=args.pose_train, num_val_images=args.pose_val,
-                                 seed=args.seed)
-        print(f"pose demo (COCO keypoint format): {out / 'coco'}  {_short_summary(summary)}")
-    if args.task in ("all", "mpii"):
-        summary = make_mpii_demo(out / "mpii", num_train_persons=args.mpii_train, num_val_persons=args.mpii_val,
-                                 seed=args.seed)
-        print(f"pose demo (MPII layout): {out / 'mpii'}  {_short_summary(summary)}")
-    if args.task in ("all", "seg"):
-        summary = make_seg_demo(out / "cityscapes", num_train=args.seg_train, num_val=args.seg_val,
-                                image_size=tuple(args.seg_size), seed=args.seed)
-        print(f"segmentation demo (Cityscapes layout): {out / 'cityscapes'}  {_short_summary(summary)}")
+    for name, (what, folder, write) in _demo_writers(args).items():
+        if args.task in ("all", name):
+            summary = write(out / folder)
+            print(f"{what}: {out / folder}  {_short_summary(summary)}", flush=True)
+    return 0
+
+
+def cmd_data_convert_labels(args: argparse.Namespace) -> int:
+    """Colour-coded label images -> index PNGs through the palette of a class list."""
+    from .tasks.segmentation.class_info import load_class_info
+    from .tasks.segmentation.convert_labels import convert_folder, list_label_images
+
+    info = load_class_info(args.palette, "--palette")
+    src, out = Path(args.src), Path(args.out)
+    list_label_images(src, out.resolve())  # the input is good before anything is written
+    print(convert_folder(src, ensure_out_dir(out, "OUT_FOLDER"), info).describe(out, info))
     return 0
 
 
@@ -553,8 +595,10 @@ def _add_data_command(sub: argparse._SubParsersAction) -> None:
     q = dsub.add_parser("demo", help="write the synthetic demo datasets (COCO keypoints, MPII, Cityscapes layouts)",
                         description="Write small synthetic datasets in the official formats under OUT.")
     q.add_argument("--out", default="data/demo", help="output folder (default data/demo)")
-    q.add_argument("--task", choices=["all", "pose", "mpii", "seg"], default="all",
-                   help="which demo set(s) to write: pose (COCO keypoints), mpii (MPII layout), seg (Cityscapes)")
+    q.add_argument("--task", choices=["all", *DEMO_SETS], default="all",
+                   help="which demo set(s) to write: pose (COCO keypoints), mpii (MPII layout), seg (Cityscapes), "
+                        "custom-pose (robot arms: a COCO-format set with a 6-joint skeleton of its own, under "
+                        "custom_pose/), custom-seg (a folders-layout set with 5 classes of its own, under custom_seg/)")
     q.add_argument("--pose-train", type=count(1, 100000), default=300, help="pose training images")
     q.add_argument("--pose-val", type=count(1, 100000), default=60, help="pose validation images")
     q.add_argument("--mpii-train", type=count(1, 100000), default=300, help="MPII training persons")
@@ -584,6 +628,17 @@ def _add_data_command(sub: argparse._SubParsersAction) -> None:
     q.add_argument("task", help="task YAML")
     _add_set(q)
     q.set_defaults(func=cmd_data_check)
+    q = dsub.add_parser("convert-labels", help="colour-coded (RGB) segmentation labels -> index PNGs",
+                        description="Convert every colour label image under SRC_FOLDER (.png .bmp .tif, searched "
+                                    "recursively) into a single-channel index PNG under OUT_FOLDER (same relative "
+                                    "path), through the palette of a class list. Colours not in the palette become "
+                                    "ignored pixels; they are counted and reported.")
+    q.add_argument("src", metavar="SRC_FOLDER", help="folder of colour-coded label images")
+    q.add_argument("out", metavar="OUT_FOLDER", help="folder for the index PNGs")
+    q.add_argument("--palette", required=True, metavar="CLASS_INFO",
+                   help="the class list whose palette the colours follow: a shipped name (cityscapes, "
+                        "pascal_context, lip, ade20k) or a class_info .yaml file")
+    q.set_defaults(func=cmd_data_convert_labels)
 
 
 def _add_bench_command(sub: argparse._SubParsersAction) -> None:

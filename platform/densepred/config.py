@@ -244,15 +244,30 @@ def _absolute(value: Any, base: Path) -> Any:
     return os.path.normpath(os.path.join(base, Path(value).expanduser()))
 
 
+#: keys that name shipped metadata (``coco``, ``cityscapes``) or, ending in .yaml/.yml, a file
+INFO_FILE_KEYS = ("data.keypoint_info", "data.class_info")
+
+
+def _resolve_key(cfg: Any, key: str, base: Path, yaml_only: bool = False) -> None:
+    *parents, last = key.split(".")
+    node: Any = cfg
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and last in node:
+        value = node[last]
+        if not yaml_only or (isinstance(value, str) and value.endswith((".yaml", ".yml"))):
+            node[last] = _absolute(value, base)
+
+
 def resolve_paths(cfg: dict, base: Path) -> dict:
-    """Make every ``PATH_KEYS`` value of ``cfg`` (and of its multi-task members) absolute, in place."""
+    """Make every ``PATH_KEYS`` value of ``cfg`` absolute, and the ``INFO_FILE_KEYS`` that name
+    YAML files (of the config and of its multi-task members), in place."""
     for key in PATH_KEYS:
-        *parents, last = key.split(".")
-        node: Any = cfg
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node:
-            node[last] = _absolute(node[last], base)
+        _resolve_key(cfg, key, base)
+    members = (cfg.get("task") or {}).get("members") if isinstance(cfg.get("task"), dict) else None
+    for node in [cfg] + (list(members.values()) if isinstance(members, dict) else []):
+        for key in INFO_FILE_KEYS:
+            _resolve_key(node, key, base, yaml_only=True)
     return cfg
 
 
@@ -389,6 +404,9 @@ def validate_component(cfg: LoadedConfig, key_path: str, comp: Any, registry: An
         if not _type_ok(v, hint):
             raise ConfigError(f"{cfg.where(f'{key_path}.{k}')}: {key_path}.{k} must be "
                               f"{_hint_name(hint)}, got {type(v).__name__} {v!r}")
+        problem = _range_problem(v, getattr(cls, "ARG_RANGES", {}).get(k, {}))
+        if problem:
+            raise ConfigError(f"{cfg.where(f'{key_path}.{k}')}: {key_path}.{k} {problem}, got {v!r} ({comp['type']})")
     missing = [n for n, p in params.items() if p.default is p.empty
                and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
                and n not in comp and n not in provided]

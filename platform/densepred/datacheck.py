@@ -54,15 +54,17 @@ class DataReport:
         finally:
             self.prefix = saved
 
-    def faulty_files(self, what: str, bad: list[str], total: int) -> None:
+    def faulty_files(self, what: str, bad: list[str], total: int,
+                     fix: str = "restore the files or fix the annotation file's paths") -> None:
         """``bad`` of ``total`` files cannot be read: an error when more than the fault fraction
-        (training would stop in its first epoch), else a warning (those samples are skipped)."""
+        (training would stop in its first epoch), else a warning (those samples are skipped).
+        ``fix`` says what to do about it."""
         if not bad:
             return
         text = f"{len(bad)} of {total} {what} missing or unreadable (e.g. {bad[0]})"
         if len(bad) > self.max_fault_fraction * total:
             self.error(f"{text}: more than train.max_fault_fraction={self.max_fault_fraction:g}, so the run would "
-                       "stop in its first epoch; restore the files or fix the annotation file's paths")
+                       f"stop in its first epoch; {fix}")
         else:
             self.warn(f"{text}: those samples are skipped and counted in logs/faults.txt")
 

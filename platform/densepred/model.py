@@ -117,11 +117,21 @@ def _check_in_channels(cfg: Mapping[str, Any], name: str, head: Mapping[str, Any
                           "channels; remove it (heads take their input channels from the backbone)")
 
 
-def build_model(config_or_path: Any, overrides: Any = ()) -> DensePredictor:
+def _with_defaults(head: Any, defaults: Optional[Mapping[str, Any]]) -> Any:
+    """``head`` with each ``defaults`` key that it leaves out or sets to null filled in."""
+    if not defaults or not isinstance(head, Mapping):
+        return head
+    return {**head, **{k: v for k, v in defaults.items() if head.get(k) is None}}
+
+
+def build_model(config_or_path: Any, overrides: Any = (),
+                head_defaults: Optional[Mapping[str, Mapping[str, Any]]] = None) -> DensePredictor:
     """Build a model from a YAML path, a loaded config (with a ``model`` key) or a model mapping.
 
     Heads get ``in_channels`` from the backbone's (or neck's) ``out_channels``: one entry per
     feature they receive, so any width, stage count or aggregation fits any head.
+    ``head_defaults`` (from the task: ``Task.head_defaults``) fill head arguments that the config
+    leaves out or sets to ``null`` (the pose head's ``num_keypoints``: the data set's joints).
 
     >>> model = build_model("configs/models/pose_hrnet_w32.yaml")
     >>> model(torch.zeros(1, 3, 256, 192))["pose"].shape
@@ -140,6 +150,7 @@ def build_model(config_or_path: Any, overrides: Any = ()) -> DensePredictor:
     head_cfgs = m.get("heads") or {}
     if not head_cfgs:
         raise ConfigError("model.heads is empty: add at least one head, e.g. {pose: {type: HeatmapHead}}")
+    head_cfgs = {name: _with_defaults(h, (head_defaults or {}).get(name)) for name, h in head_cfgs.items()}
     for name, h in head_cfgs.items():
         _check_in_channels(cfg, name, h, channels)
     built = {name: build(HEADS, h, f"model.heads.{name}", in_channels=channels)

@@ -18,6 +18,8 @@ CODECS = Registry("codec", scope="densepred")
 METRICS = Registry("metric", scope="densepred")
 TASKS = Registry("task", scope="densepred")
 BALANCERS = Registry("balancer", scope="densepred")  # multi-task loss balancing
+#: registries whose components ``build`` checks against their constructors (types, ``ARG_RANGES``)
+CHECKED = ("loss", "balancer")
 
 ALL_REGISTRIES = {
     r.name: r for r in (BACKBONES, NECKS, HEADS, LOSSES, DATASETS, TRANSFORMS, CODECS, METRICS, TASKS,
@@ -48,6 +50,34 @@ def build(registry: Registry, cfg: Mapping[str, Any], where: str = "", **extra: 
         raise ConfigError(f"{where or registry.name}: expected a mapping with a 'type' key, got {cfg!r}")
     args = dict(cfg)
     cls = lookup(registry, args.pop("type"), where)
+    if registry.name in CHECKED:  # model parts are checked when the model section is validated
+        check_arguments(cls, args, where or registry.name)
     for k, v in extra.items():
         args.setdefault(k, v)
     return cls(**args)
+
+
+def check_arguments(cls: type, args: Mapping[str, Any], where: str) -> None:
+    """Each argument is one the constructor takes, of its annotated type and in the range the class
+    states in ``ARG_RANGES`` (``{name: {ge|gt|le|choices: ...}}``): one line naming the key."""
+    import inspect
+    import typing
+
+    from .config import _hint_name, _range_problem, _suggest, _type_ok
+
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items() if n != "self"}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    for k, v in args.items():
+        if k not in params:
+            raise ConfigError(f"{where}.{k}: {cls.__name__} has no argument {k!r}{_suggest(k, params)}; it takes: "
+                              f"{', '.join(params)}")
+        if not _type_ok(v, hints.get(k, Any)):
+            raise ConfigError(f"{where}.{k}: must be {_hint_name(hints[k])}, got {v!r} ({cls.__name__})")
+        problem = _range_problem(v, getattr(cls, "ARG_RANGES", {}).get(k, {}))
+        if problem:
+            raise ConfigError(f"{where}.{k}: {problem}, got {v!r} ({cls.__name__})")

@@ -25,7 +25,7 @@ from .runlog import RunLog
 class RaySettings:
     """``ray`` section of a task YAML; CLI flags (--workers, --gpu, --address) override it."""
 
-    workers: int = setting(1, ge=1)
+    workers: Any = 1                 # N, or [MIN, MAX]: elastic (starts with MIN, grows to MAX, shrinks on node loss)
     use_gpu: bool = False
     # < 1 lets several workers share a GPU (e.g. 0.5: two per GPU); they then talk over gloo,
     # since NCCL refuses two ranks on one device.
@@ -35,6 +35,21 @@ class RaySettings:
     max_failures: int = setting(3, ge=-1)  # worker-group restarts (from the newest checkpoint); -1: no limit
     storage: Optional[str] = None    # run folders go here (default work_dir); shared path on a cluster
     connect_timeout_s: float = setting(DEFAULT_CONNECT_TIMEOUT_S, gt=0)  # joining --address, free CPUs
+    resize_interval_s: float = setting(60.0, gt=0)  # elastic: how often Ray Train looks for more resources
+    placement_timeout_s: float = setting(300.0, gt=0)  # a worker group not placed by then ends the run
+
+
+def worker_range(value: Any, where: str = "ray.workers") -> tuple[int, int]:
+    """``ray.workers``: a number N (fixed) or ``[MIN, MAX]`` (elastic), as (min, max)."""
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if whole(value):
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(whole(v) for v in value) and value[0] <= value[1]:
+        return int(value[0]), int(value[1])
+    raise ConfigError(f"{where} must be a whole number >= 1, or [MIN, MAX] with 1 <= MIN <= MAX (elastic), "
+                      f"got {value!r}")
 
 
 def plain(x: Any) -> Any:
@@ -93,6 +108,11 @@ def user_error(e: BaseException) -> PlatformError:
         seen.append(err)
         if isinstance(err, PlatformError):
             return err
+        if type(err).__name__ == "WorkerGroupStartupTimeoutError":
+            return PlatformError(f"the {getattr(err, 'num_workers', '')} worker(s) could not be placed within "
+                                 f"ray.placement_timeout_s={os.environ.get('RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S')} s: "
+                                 "the cluster is busy or too small; free resources, lower ray.workers or "
+                                 "ray.cpus_per_worker, or raise ray.placement_timeout_s")
         stack += list(getattr(err, "worker_failures", {}).values())
         stack += [getattr(err, "controller_failure", None), err.__cause__, getattr(err, "cause", None)]
     root = seen[-1] if len(seen) > 1 else e
@@ -145,10 +165,18 @@ class LaunchPlan:
     run_dir: Path
     settings: RaySettings
     train_settings: TrainSettings
-    workers: int
+    workers: int                 # the most workers (elastic runs start with min_workers)
     use_gpu: bool
     address: Optional[str]
     command: str                 # how the user can continue this run
+    min_workers: int = 0         # < workers: elastic
+
+    @property
+    def elastic(self) -> bool:
+        return 0 < self.min_workers < self.workers
+
+    def describe_workers(self) -> str:
+        return f"{self.min_workers}-{self.workers} workers (elastic)" if self.elastic else f"{self.workers} worker(s)"
 
 
 def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address: Optional[str],
@@ -164,14 +192,16 @@ def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address
     loaded, cfg = cfg, plain(cfg)
     if storage:
         cfg.setdefault("ray", {})["storage"] = storage
-    workers = settings.workers if workers is None else workers
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    min_workers, max_workers = (workers, workers) if workers is not None else worker_range(
+        settings.workers, f"{source_of(cfg, 'ray.workers')}: ray.workers")
     cfg = check_paths(cfg)
     task = preflight(_with_sources(cfg, loaded), (cfg.get("train") or {}).get("load_from"))
     task_file = _display_path(source) if source else "TASK.yaml"
     if check_data:
         check_task_data(task, train_settings.max_fault_fraction, task_file)
+    warn_schedule(cfg, train_settings)
     if not cfg.get("run_name"):
         cfg["run_name"] = "run"
     run_dir = run_dir_of(cfg)
@@ -181,10 +211,14 @@ def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address
     if allow_changes and not resume:
         raise PlatformError("--allow-changes goes with --resume (continue a run whose config changed)")
     changes = check_rerun(run_dir, cfg, resume, allow_changes)
-    plan = LaunchPlan(cfg, run_dir, settings, train_settings, workers,
+    plan = LaunchPlan(cfg, run_dir, settings, train_settings, max_workers,
                       settings.use_gpu if use_gpu is None else use_gpu, address or settings.address,
-                      resume_command(run_dir, workers if workers != settings.workers else None, use_gpu, address))
+                      resume_command(run_dir, workers, use_gpu, address), min_workers)
     return plan, changes
+
+
+def source_of(cfg: Any, key: str) -> str:
+    return cfg.where(key) if hasattr(cfg, "where") else "config"
 
 
 def resume_command(run_dir: Path, workers: Optional[int], use_gpu: Optional[bool], address: Optional[str]) -> str:
@@ -197,6 +231,22 @@ def resume_command(run_dir: Path, workers: Optional[int], use_gpu: Optional[bool
     return f"platform train {_display_path(run_dir / CONFIG_FILE)} --resume{flags}"
 
 
+def warn_schedule(cfg: dict, settings: TrainSettings) -> None:
+    """Milestones past the end of the schedule (a shortened run of a long recipe): said, not silent."""
+    from .optim_args import milestones_past_end
+
+    sched = cfg.get("scheduler") or {}
+    if sched.get("by_iter"):
+        total, unit = settings.iters or settings.max_iters, "iterations"
+    elif settings.iters:
+        return  # epochs follow from the data: known in the workers only
+    else:
+        total, unit = settings.epochs, "epochs"
+    note = milestones_past_end(sched, total, unit) if total else None
+    if note:
+        print(f"[train] note: {note}", flush=True)
+
+
 def check_task_data(task: Any, max_fault_fraction: float, task_file: str) -> None:
     """The quick data check (`platform data check` reads everything): warnings are printed, the
     first error stops the run before Ray starts."""
@@ -204,6 +254,8 @@ def check_task_data(task: Any, max_fault_fraction: float, task_file: str) -> Non
 
     report = DataReport(max_fault_fraction=max_fault_fraction)
     task.check_data(report, full=False)
+    for line in report.info:
+        print(f"[data] {line}", flush=True)
     for line in report.warnings:
         print(f"[data] warning: {line}", flush=True)
     report.raise_errors(f"`platform data check {task_file}` lists them")
@@ -233,9 +285,9 @@ def start_ray(plan: LaunchPlan) -> int:
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     timeout = plan.settings.connect_timeout_s
     ensure_ray(plan.address, num_cpus=None, timeout=timeout)
-    cpus = fit_cpus_per_worker(plan.workers, plan.settings.cpus_per_worker, plan.use_gpu,
-                               plan.settings.gpus_per_worker)
-    wait_for_cpus(plan.workers * cpus, timeout, f"{plan.workers} worker(s) x {cpus} CPU(s)")
+    needed = plan.min_workers or plan.workers  # an elastic run starts as soon as its minimum fits
+    cpus = fit_cpus_per_worker(needed, plan.settings.cpus_per_worker, plan.use_gpu, plan.settings.gpus_per_worker)
+    wait_for_cpus(needed * cpus, timeout, f"{needed} worker(s) x {cpus} CPU(s)")
     return cpus
 
 
@@ -257,6 +309,22 @@ def open_run_folder(plan: LaunchPlan, changes: list) -> RunLog:
     return log
 
 
+#: seconds one start of an elastic worker group waits for placement before Ray Train decides again
+ELASTIC_START_TRY_S = 10.0
+
+
+def placement_tries(placement_timeout_s: float, elastic: bool) -> tuple[float, int]:
+    """(seconds one worker-group start waits, starts tried) within ``ray.placement_timeout_s``.
+
+    A fixed-size run tries once for the whole time and then ends with one line. An elastic run
+    tries in short rounds: after a lost node, Ray Train (2.60) first asks for as many workers as
+    the cluster's reservation still counts, the dead node's included; the start times out, and the
+    next decision, once the reservation has caught up, starts with the workers that remain."""
+    if not elastic:
+        return placement_timeout_s, 1
+    return ELASTIC_START_TRY_S, max(1, math.ceil(placement_timeout_s / ELASTIC_START_TRY_S))
+
+
 def build_trainer(plan: LaunchPlan, cpus: int, callbacks: Optional[list] = None,
                   extra: Optional[dict] = None) -> Any:
     """The TorchTrainer of a planned run; ``callbacks`` go to Ray Train (e.g. Tune's report
@@ -265,6 +333,10 @@ def build_trainer(plan: LaunchPlan, cpus: int, callbacks: Optional[list] = None,
     from ray.train.torch import TorchConfig, TorchTrainer
 
     settings = plan.settings
+    start_timeout, start_tries = placement_tries(settings.placement_timeout_s, plan.elastic)
+    # Ray Train reads this in the controller (propagated from the process that fits): a worker group
+    # that cannot be placed for this long ends the run instead of waiting for ever.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(start_timeout)
     resources: dict[str, float] = {"CPU": cpus}
     shared_gpu = plan.use_gpu and settings.gpus_per_worker < 1
     if shared_gpu:
@@ -272,9 +344,10 @@ def build_trainer(plan: LaunchPlan, cpus: int, callbacks: Optional[list] = None,
     return TorchTrainer(
         train_worker,
         train_loop_config={"cfg": plan.cfg, "threads": cpus, "fit_id": uuid.uuid4().hex,
-                           "max_failures": settings.max_failures, **(extra or {})},
-        scaling_config=ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
-                                     resources_per_worker=resources),
+                           "max_failures": settings.max_failures, "max_workers": plan.workers, **(extra or {})},
+        scaling_config=ScalingConfig(num_workers=(plan.min_workers, plan.workers) if plan.elastic else plan.workers,
+                                     use_gpu=plan.use_gpu, resources_per_worker=resources,
+                                     elastic_resize_monitor_interval_s=settings.resize_interval_s),
         torch_config=TorchConfig(backend="gloo") if shared_gpu and plan.workers > 1 else None,
         run_config=RunConfig(
             name=plan.cfg["run_name"], storage_path=str(plan.run_dir.parent),
@@ -284,8 +357,7 @@ def build_trainer(plan: LaunchPlan, cpus: int, callbacks: Optional[list] = None,
             # Ray's INFO lines (e.g. its advice to delete a run folder that the platform resumes
             # on purpose) contradict the platform's own messages; warnings and errors still show.
             logging_config=LoggingConfig(log_level="WARNING"), callbacks=callbacks,
-            failure_config=FailureConfig(max_failures=settings.max_failures,
-                                         controller_failure_limit=settings.max_failures)),
+            failure_config=FailureConfig(max_failures=settings.max_failures, controller_failure_limit=start_tries - 1)),
     )
 
 
@@ -304,7 +376,7 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
     cpus = start_ray(plan)
     log = open_run_folder(plan, changes)
     ts = plan.train_settings
-    log.say(f"[train] run '{plan.cfg['run_name']}' in {plan.run_dir}: {plan.workers} worker(s), "
+    log.say(f"[train] run '{plan.cfg['run_name']}' in {plan.run_dir}: {plan.describe_workers()}, "
             f"{'GPU' if plan.use_gpu else 'CPU'}, "
             + (f"{ts.iters} iterations" if ts.iters else f"{ts.epochs} epoch(s)")
             + f", up to {plan.settings.max_failures} worker-group restart(s)")

@@ -371,8 +371,11 @@ def _build_run(config: dict) -> _Run:
     set_compute_threads(int(config.get("threads", 0)), settings.thread_probe, log)
 
     if rank == 0 and config.get("fit_id"):
-        attempt = count_attempt(run_dir, config["fit_id"])
-        if attempt > 1:
+        attempt, previous = count_attempt(run_dir, config["fit_id"], world)
+        if attempt > 1 and previous and previous != world:
+            log.say(f"[elastic] resized: {previous} -> {world} worker(s) (Ray Train started a new worker group; "
+                    "training continues from the newest checkpoint)")
+        elif attempt > 1:
             log.say(f"[train] a worker failed: Ray started a new worker group (attempt {attempt} of at most "
                     f"{1 + int(config.get('max_failures', 0))})")
 
@@ -384,7 +387,8 @@ def _build_run(config: dict) -> _Run:
     batches = _build_batches(task, seed, rank, world, log)
     batch_size = batches.batch_size
     batches_per_epoch = max(1, len(batches))
-    accum = settings.accumulate
+    accum = settings.accumulate = elastic_accumulation(settings.accumulate, batch_size, world,
+                                                       int(config.get("max_workers") or world), log)
     planned = planned_epochs(settings, batches_per_epoch)
     if settings.iters:
         # Iteration-based recipes (segmentation): run whole epochs until `iters` steps are done.
@@ -455,8 +459,7 @@ def _build_model(task: Task, settings: TrainSettings, device: torch.device, rank
 
     model = task.build_model()
     if settings.load_from:
-        from ..checkpoint import load_checkpoint
-        report = load_checkpoint(model, settings.load_from, strict=False)
+        report = task.load_initial_weights(model, settings.load_from)
         log.say(f"[init] {report.summary()}")
     if settings.sync_bn and world > 1:
         from .syncbn import convert_sync_batchnorm
@@ -480,7 +483,23 @@ def _build_batches(task: Task, seed: int, rank: int, world: int, log: RunLog) ->
     for dataset in getattr(batches, "datasets", None) or [getattr(batches, "dataset", None)]:
         if getattr(dataset, "index_source", None):
             log.say(f"[data] annotation index {dataset.index_source} in {dataset.index_seconds:.2f} s")
+        for note in getattr(dataset, "notes", []):
+            log.say(f"[data] {note}")
     return batches
+
+
+def elastic_accumulation(accumulate: int, batch_size: int, world: int, max_workers: int, log: RunLog) -> int:
+    """Accumulation steps that keep the total batch of the full worker group (``max_workers`` x
+    ``batch_size`` x ``accumulate``) with ``world`` workers, so that the schedule and the results
+    do not depend on how many workers happened to be alive (elastic runs)."""
+    if world >= max_workers:
+        return accumulate
+    target = batch_size * max_workers * accumulate
+    steps = math.ceil(target / (batch_size * world))
+    exact = "" if steps * batch_size * world == target else f" (closest: {steps * batch_size * world})"
+    log.say(f"[elastic] {world} of up to {max_workers} worker(s): {steps} accumulation step(s) keep the total batch "
+            f"{target}{exact}")
+    return steps
 
 
 def _resume(run: _Run) -> _Progress:
@@ -756,7 +775,7 @@ def _evaluate(run: _Run, progress: _Progress, epoch: int, metrics: dict[str, Any
         if better:
             progress.best = stats[key]
             save_checkpoint(run.run_dir / "best.pth", run.core, meta={"epoch": epoch + 1, key: progress.best,
-                                                                      "config": run.cfg})
+                                                                      "config": run.cfg, **run.task.checkpoint_meta()})
 
 
 def _save_epoch_checkpoint(run: _Run, progress: _Progress, epoch: int, ckpt_name: str) -> Any:
@@ -766,7 +785,7 @@ def _save_epoch_checkpoint(run: _Run, progress: _Progress, epoch: int, ckpt_name
 
     meta = {"epoch": epoch, "global_step": progress.global_step, "best": progress.best, "config": run.cfg,
             "faults_total": progress.faults_total, "skipped_batches_total": progress.skipped_total,
-            "world_size": run.world, "total_batch": run.total_batch}
+            "world_size": run.world, "total_batch": run.total_batch, **run.task.checkpoint_meta()}
     ckpt_dir = run.run_dir / CHECKPOINTS / ckpt_name
     save_checkpoint(ckpt_dir / CKPT_FILE, run.core, meta=meta, optimizer=run.optimizer.state_dict(),
                     scheduler=run.scheduler.state_dict(),

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import ConfigError
+from .optim_args import OWN_SCHEDULES, check_arguments, check_milestones, signature_defaults
 
 SCHEDULERS = ("MultiStepLR", "PolyLR", "CosineAnnealingLR", "ConstantLR")
 
@@ -17,10 +18,27 @@ def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimize
     cls = getattr(torch.optim, name, None)
     if not isinstance(cls, type) or not issubclass(cls, torch.optim.Optimizer):
         raise ConfigError(f"optimizer.type {name!r} is not a torch.optim optimizer (e.g. Adam, AdamW, SGD)")
+    check_arguments("optimizer", name, args, signature_defaults(cls)[0])
     try:
         return cls(params, **args)
     except (TypeError, ValueError) as e:  # unknown argument, or torch's range checks (lr < 0, betas)
         raise ConfigError(f"optimizer ({name}): {e}") from None
+
+
+def check_schedule_arguments(name: str, args: Mapping[str, Any]) -> None:
+    """The schedule exists and every argument is one it takes, of its type and range."""
+    if name not in SCHEDULERS:
+        raise ConfigError(f"scheduler.type {name!r} is not supported; choose one of {', '.join(SCHEDULERS)}")
+    if name in OWN_SCHEDULES:
+        defaults, required = OWN_SCHEDULES[name], ()
+    else:
+        defaults, required = signature_defaults(getattr(torch.optim.lr_scheduler, name))
+    missing = [r for r in required if r not in args and not (name == "CosineAnnealingLR" and r == "T_max")]
+    if missing:
+        raise ConfigError(f"scheduler ({name}): missing {', '.join(missing)}")
+    check_arguments("scheduler", name, args, defaults, required)
+    if "milestones" in args:
+        check_milestones(args["milestones"], "epochs, or iterations with by_iter")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any],
@@ -29,7 +47,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any],
     is then the number of iterations). ``PolyLR``: lr * (1 - t/total)^power."""
     args = dict(cfg or {"type": "ConstantLR"})
     name = args.pop("type", "ConstantLR")
-    args.pop("by_iter", None)
+    by_iter = args.pop("by_iter", False)
+    if not isinstance(by_iter, bool):
+        raise ConfigError(f"scheduler.by_iter: must be true (step every iteration) or false (every epoch), got {by_iter!r}")
+    check_schedule_arguments(name, args)
     if name == "PolyLR":
         power = float(args.pop("power", 0.9))
         floor = float(args.pop("min_lr_ratio", 0.0))
@@ -41,8 +62,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any],
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0)
     if name == "CosineAnnealingLR":
         args.setdefault("T_max", total_steps)
-    if name not in SCHEDULERS:
-        raise ConfigError(f"scheduler.type {name!r} is not supported; choose one of {', '.join(SCHEDULERS)}")
     try:
         return getattr(torch.optim.lr_scheduler, name)(optimizer, **args)
     except (TypeError, ValueError) as e:

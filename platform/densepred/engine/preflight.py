@@ -12,7 +12,6 @@ from typing import Any, Mapping
 
 import torch
 
-from ..checkpoint import load_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..tasks.base import Task, build_task
 from .optim import build_optimizer, build_scheduler
@@ -46,6 +45,9 @@ def _culprit(cfg: Mapping[str, Any], section: str, e: ConfigError) -> str:
     text = str(e)
     if text.startswith(f"{section}.type "):
         return f"{section}.type"
+    named = re.match(rf"{section}\.(\w+):", text)  # the argument checks name their key first
+    if named:
+        return f"{section}.{named.group(1)}"
     keys = cfg.get(section) or {}
     named = [k for k in re.findall(r"'(\w+)'", text) if k in keys]
     return f"{section}.{named[0]}" if named else section
@@ -57,7 +59,7 @@ def check_initial_weights(task: Task, path: str) -> str:
     returns the load summary."""
     model = task.build_model()
     try:
-        report = load_checkpoint(model, path, strict=False)
+        report = task.load_initial_weights(model, path)
     except CheckpointError as e:
         raise CheckpointError(f"train.load_from: {e}") from None
     if report.loaded == 0:

@@ -108,14 +108,16 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[Path]:
     return removed
 
 
-def count_attempt(run_dir: Path, fit_id: str) -> int:
+def count_attempt(run_dir: Path, fit_id: str, world: int = 0) -> tuple[int, int]:
     """Count worker-group starts of one ``platform train`` call (Ray starts a new group after a
-    failure); returns this start's number, 1 for the first."""
+    failure, or an elastic resize); returns this start's number (1 for the first) and the previous
+    group's size (0 for the first)."""
     path = run_dir / "logs" / "attempts.json"
-    counts = _read_record(path, fit_id) or {}
-    counts = {fit_id: int(counts.get(fit_id, 0)) + 1}  # only the current call matters
-    write_json_atomic(path, counts)
-    return counts[fit_id]
+    record = _read_record(path, fit_id) or {}
+    attempt = int(record.get(fit_id, 0)) + 1
+    previous = int(record.get("world", 0)) if attempt > 1 else 0
+    write_json_atomic(path, {fit_id: attempt, "world": int(world)})  # only the current call matters
+    return attempt, previous
 
 
 @dataclass

@@ -1,13 +1,14 @@
 """SimpleBaseline deconvolution head (the official ``pose_resnet`` ``deconv_layers`` + ``final_layer``)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
 from ..registry import HEADS
+from .heatmap import keypoint_count
 
 # deconvolution kernel -> (padding, output_padding) giving exactly 2x upsampling at stride 2
 # (the official ``_get_deconv_cfg``).
@@ -30,7 +31,7 @@ class DeconvHead(nn.Module):
     Args:
         in_channels: channels of the features the head receives (filled in from the backbone); the
             head uses the first feature.
-        num_keypoints: heatmaps produced (17 for COCO, 16 for MPII).
+        num_keypoints: heatmaps produced (17 for COCO, 16 for MPII); null: the data set's, filled in by the task.
         num_deconv_layers: number of deconvolutions (each doubles the resolution).
         num_deconv_filters: output channels of each deconvolution (an int applies to all).
         num_deconv_kernels: kernel of each deconvolution, 4, 3 or 2 (an int applies to all).
@@ -39,7 +40,7 @@ class DeconvHead(nn.Module):
         bn_momentum: BatchNorm momentum (0.1 official).
     """
 
-    def __init__(self, in_channels: list[int] | int, num_keypoints: int = 17, num_deconv_layers: int = 3,
+    def __init__(self, in_channels: list[int] | int, num_keypoints: Optional[int] = 17, num_deconv_layers: int = 3,
                  num_deconv_filters: Sequence[int] | int = 256, num_deconv_kernels: Sequence[int] | int = 4,
                  deconv_with_bias: bool = False, final_kernel_size: int = 1, bn_momentum: float = 0.1):
         super().__init__()
@@ -55,8 +56,8 @@ class DeconvHead(nn.Module):
             raise ConfigError(f"DeconvHead: num_deconv_kernels must be 4, 3 or 2, got {num_deconv_kernels!r}")
         if final_kernel_size not in (1, 3):
             raise ConfigError(f"DeconvHead: final_kernel_size must be 1 or 3, got {final_kernel_size!r}")
-        if not _positive_int(num_keypoints):
-            raise ConfigError(f"DeconvHead: num_keypoints must be a positive integer, got {num_keypoints!r}")
+        num_keypoints = keypoint_count("DeconvHead", num_keypoints)
+        self.num_keypoints = num_keypoints
         c = in_channels[0] if isinstance(in_channels, (list, tuple)) else in_channels
         layers: list[nn.Module] = []
         for planes, k in zip(filters, kernels):

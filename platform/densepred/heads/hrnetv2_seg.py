@@ -1,10 +1,13 @@
 """HRNetV2 segmentation head: concatenate all branches at 1/4 resolution and classify."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
 from ..backbones.hrnet import concat_branches
+from ..errors import ConfigError
 from ..registry import HEADS
 
 
@@ -17,12 +20,18 @@ class HRNetV2SegHead(nn.Module):
     feature (backbone ``aggregation: v2``, which concatenates the same way with the backbone's
     ``align_corners``, or ``v1``), it classifies that feature. The output logits stay at 1/4 of the
     input resolution (upsampling to label size belongs to the task). Channels come from the
-    backbone's ``out_channels``.
+    backbone's ``out_channels``. ``num_classes: null`` means "the task's class list": a segmentation
+    task fills it in when it builds the model.
     """
 
-    def __init__(self, in_channels: list[int], num_classes: int = 19, align_corners: bool = False,
+    def __init__(self, in_channels: list[int], num_classes: Optional[int] = 19, align_corners: bool = False,
                  bn_momentum: float = 0.01, kernel_size: int = 1):
         super().__init__()
+        if num_classes is None:
+            raise ConfigError("model.heads.seg.num_classes is null (it follows the task's class list): build "
+                              "the model from a segmentation task file, or give the number of classes")
+        if num_classes < 1:
+            raise ConfigError(f"model.heads.seg.num_classes must be >= 1, got {num_classes}")
         c = sum(in_channels)
         self.align_corners = align_corners
         self.last_layer = nn.Sequential(

@@ -41,9 +41,33 @@ class Task:
         """Parse the config sections the task owns; raise ConfigError on mistakes."""
 
     def build_model(self) -> nn.Module:
+        """The model of the config, its heads' data-dependent sizes left ``null`` filled in from
+        ``head_defaults`` (e.g. the pose head's keypoints from the data set)."""
         from ..model import build_model
 
-        return build_model(self.cfg)
+        return build_model(self.cfg, head_defaults=self.head_defaults())
+
+    def weight_transforms(self) -> list:
+        """``checkpoint.Transform``s that adapt initial weights (``train.load_from``) to this task's
+        heads, e.g. pose head rows by joint name."""
+        return []
+
+    def load_initial_weights(self, model: nn.Module, path: str) -> Any:
+        """Load ``train.load_from`` into ``model``: what fits, through ``weight_transforms``; returns
+        the ``LoadReport``."""
+        from ..checkpoint import load_checkpoint
+
+        return load_checkpoint(model, path, strict=False, transforms=self.weight_transforms())
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What the run's checkpoints record about the data besides the config (the pose joints'
+        names, so that a later fine-tuning can transfer by name)."""
+        return {}
+
+    def head_defaults(self) -> dict[str, dict[str, Any]]:
+        """Per head name, the constructor arguments that follow from the data when the config
+        leaves them ``null`` (``{"pose": {"num_keypoints": 21}}``)."""
+        return {}
 
     def task_section(self, allowed: tuple[str, ...] = ("type", "loss")) -> dict:
         """The ``task`` mapping of the config, with unknown keys rejected."""

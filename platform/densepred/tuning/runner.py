@@ -239,3 +239,8 @@ def _check_cluster_fits(spec: SweepSpec) -> None:
         raise PlatformError(f"{spec.path}: resources: a trial needs {need} CPUs ({spec.workers_per_trial} worker(s) "
                             f"x {spec.cpus_per_worker}); the Ray cluster has {total}. Lower "
                             "resources.workers_per_trial or cpus_per_worker, or add nodes")
+    fits = total // need
+    if spec.concurrent > fits:  # more at once would only wait for workers (and time out): queue them in Tune
+        print(f"[tune] {spec.concurrent} trials at once need {spec.concurrent * need} CPUs; the Ray cluster has "
+              f"{total}: running {fits} at a time, the others wait their turn", flush=True)
+        spec.concurrent = fits

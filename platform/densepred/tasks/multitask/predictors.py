@@ -19,7 +19,6 @@ from ..person_mask.predict import draw_masks, mask_records, segment, write_mask_
 from ..person_mask.task import PersonMaskTask
 from ..pose.predict import Box, draw_persons, estimate, nothing_drawn_reason, write_pose_results
 from ..pose.task import PoseTask
-from ..segmentation.labels import CLASS_NAMES, IGNORE_INDEX
 from ..segmentation.predict import predict_train_ids, write_label_ids
 from ..segmentation.task import SegmentationTask
 from ..segmentation.visualize import legend_strip, overlay
@@ -109,7 +108,7 @@ class MaskPredictor(MemberPredictor):
 
 
 class SegPredictor(MemberPredictor):
-    """The image's trainIds; labelId PNGs per image (none per video frame, as for segmentation)."""
+    """The image's class ids; label PNGs per image (none per video frame, as for segmentation)."""
 
     layer = 0
 
@@ -121,23 +120,27 @@ class SegPredictor(MemberPredictor):
     def run(self, model: torch.nn.Module, frame: Frame, items: Items, device: torch.device) -> np.ndarray:
         pred = predict_train_ids(self.task, model, frame.image, device)
         if not self.is_video:
-            write_label_ids(self.out_dir, frame, pred)
+            write_label_ids(self.out_dir, frame, pred, self.task)
             self.written += 1
         return pred
 
     def draw(self, canvas: np.ndarray, result: np.ndarray) -> np.ndarray:
-        return overlay(canvas, result, legend=False)
+        return overlay(canvas, result, legend=False, info=self.task.class_info)
 
     def legend(self, result: np.ndarray, height: int) -> np.ndarray:
         """The legend strip: classes present, or every class for a video (constant frame size)."""
-        classes = (range(len(CLASS_NAMES)) if self.is_video
-                   else [int(c) for c in np.unique(result) if c != IGNORE_INDEX])
-        return legend_strip(height, list(classes))
+        info = self.task.class_info
+        classes = (range(info.num_classes) if self.is_video
+                   else [int(c) for c in np.unique(result) if c < info.num_classes])
+        return legend_strip(height, list(classes), info)
 
     def finish(self, names: dict[str, str]) -> str:
         if self.is_video:
             return f"{self.name}: overlay in the video (no labelId PNGs per video frame)"
-        return f"{self.name}: {self.written} labelId PNG(s) in {self.out_dir / 'labelIds'}"
+        from ..segmentation.predict import label_folder
+
+        kind = "labelId" if self.task.data.format == "cityscapes" else "label"
+        return f"{self.name}: {self.written} {kind} PNG(s) in {self.out_dir / label_folder(self.task)}"
 
 
 def member_kind(task: Any) -> str:

@@ -163,6 +163,22 @@ class MultiTask(Task):
     def head_names(self) -> tuple[str, ...]:
         return tuple(h for m in self.members.values() for h in m.head_names)
 
+    def weight_transforms(self) -> list:
+        return [t for member in self.members.values() for t in member.weight_transforms()]
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for member in self.members.values():
+            out.update(member.checkpoint_meta())
+        return out
+
+    def head_defaults(self) -> dict[str, dict[str, Any]]:
+        """Each member's data-dependent head sizes (every member owns its own heads)."""
+        out: dict[str, dict[str, Any]] = {}
+        for member in self.members.values():
+            out.update(member.head_defaults())
+        return out
+
     def build_model(self) -> nn.Module:
         model = super().build_model()
         heads = set(getattr(model, "heads", {}))

@@ -56,6 +56,9 @@ class PersonMaskTask(PoseTask):
         self.criterion = build(LOSSES, task.get("loss") or {"type": "PersonMaskBCE"}, "task.loss")
         self.stack_weights = None  # PoseTask's per-stack loss weights do not apply
 
+    def head_defaults(self) -> dict[str, dict[str, Any]]:
+        return {}  # the mask head does not depend on the joints
+
     def build_model(self) -> nn.Module:
         model = Task.build_model(self)
         heads = getattr(model, "heads", None)
@@ -71,8 +74,9 @@ class PersonMaskTask(PoseTask):
 
     def ann_file(self, split: str) -> Path:
         """The annotation file of ``split`` (``train`` or ``val``), where the masks come from."""
-        name = self.data.train_split if split == "train" else self.data.val_split
-        return Path(self.data_root) / "annotations" / f"person_keypoints_{name}.json"
+        from ..pose import sources
+
+        return sources.annotation_file(Path(self.data_root), self.data, split)
 
     def extra_targets(self, split: str) -> Sequence[CropTarget]:
         return (PersonMaskTarget(self.ann_file(split), self.data.heatmap_size),)

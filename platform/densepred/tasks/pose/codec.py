@@ -30,7 +30,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...registry import CODECS
-from .coco_meta import JOINT_WEIGHTS, PIXEL_STD
+from .geometry import PIXEL_STD
 from .geometry import get_crop_transform, transform_preds
 
 __all__ = [
@@ -309,7 +309,10 @@ class HeatmapCodec:
         self.encoding = encoding
         self.decoding = decoding
         self.use_joint_weights = bool(use_joint_weights)
-        self.joint_weights = np.asarray(JOINT_WEIGHTS if joint_weights is None else joint_weights, np.float32)
+        if joint_weights is None:
+            from .keypoint_meta import coco_keypoints
+            joint_weights = coco_keypoints().joint_weights
+        self.joint_weights = np.asarray(joint_weights, np.float32)
         self.blur_kernel = int(blur_kernel) if blur_kernel is not None else default_blur_kernel(self.sigma)
 
     @property

@@ -1,9 +1,14 @@
-"""COCO person keypoints for top-down pose: one sample per person box.
+"""COCO-format keypoints for top-down pose: one sample per annotated instance (person, animal, hand)
+box, for any skeleton (``KeypointMeta``).
 
-Layout under ``data_root`` (the official one)::
+Default layout under ``data_root`` (COCO's own); any annotation file and image folder can be given::
 
     annotations/person_keypoints_{train2017,val2017}.json
     images/{train2017,val2017}/*.jpg        (or {train2017,val2017}/*.jpg directly under the root)
+
+Every category that lists the configured joints is used (animal sets give one category per
+species); annotations of other categories are left out and counted. Annotations without
+``num_keypoints``/``area``/``iscrowd`` get them computed, as pycocotools needs them.
 
 Validation boxes come from ground truth or from a person detection results file
 (``bbox_file``, COCO results format) filtered by ``det_score_thr``.
@@ -43,11 +48,10 @@ from ...epoch import EpochAware
 from ...errors import DataError
 from ...imageio import read_rgb
 from .codec import HeatmapCodec
-from .coco_meta import COCO_META, NUM_KEYPOINTS
+from .keypoint_meta import KeypointMeta, check_matches_file, coco_keypoints
 from .crop_targets import RESERVED_KEYS as RESERVED_SAMPLE_KEYS, CropTarget, check_targets
 from .evaluation import load_coco_gt
 from .geometry import box_to_center_scale
-from .keypoint_meta import KeypointMeta
 from ...imagenorm import normalize
 from .transforms import AugmentConfig, augment, crop, warp_channel
 
@@ -64,6 +68,21 @@ class PersonRecord:
     area: float = 0.0
     ann_id: int = -1         # COCO annotation id of a ground-truth person (MPII: the entry's
                              # position in annot/<split>.json); -1 for a detection
+    category_id: int = 1     # the COCO category of the instance (or of the detection)
+
+
+def parse_notes(coco: Any, ann_file: Path) -> list[str]:
+    """One line each for what a parse of ``ann_file`` did beyond reading it: annotations of
+    categories without keypoints left out, fields computed for pycocotools."""
+    notes = []
+    categories = set(keypoint_category_ids(coco))
+    other = sum(1 for a in coco.dataset["annotations"] if a.get("category_id") not in categories)
+    if other:
+        notes.append(f"{ann_file.name}: {other} annotation(s) of categories without keypoints left out")
+    if getattr(coco, "filled_annotations", 0):
+        notes.append(f"{ann_file.name}: {coco.filled_annotations} annotation(s) lacked num_keypoints, area or "
+                     "iscrowd; computed (area: the box's)")
+    return notes
 
 
 def resolve_image_dir(data_root: Path, split: str) -> Path:
@@ -126,14 +145,20 @@ def _ann_id(ann: dict) -> int:
     return ann_id if type(ann_id) is int and 0 <= ann_id < 2**63 else -1
 
 
+def keypoint_category_ids(coco: Any) -> list[int]:
+    """The ids of the categories that list keypoints (``from_categories`` checked they share them)."""
+    return sorted(c["id"] for c in coco.dataset.get("categories", []) if isinstance(c, dict) and c.get("keypoints"))
+
+
 def load_gt_persons(coco: Any, ann_file: Path, image_dir: Path, aspect_ratio: float,
-                    num_keypoints: int = NUM_KEYPOINTS) -> list[PersonRecord]:
-    """One record per non-crowd person with at least one labelled keypoint."""
+                    num_keypoints: int = 17) -> list[PersonRecord]:
+    """One record per non-crowd instance of a keypoint category with at least one labelled keypoint."""
     records = []
+    categories = set(keypoint_category_ids(coco))
     for image_id in sorted(coco.getImgIds()):
         info = coco.imgs[image_id]
         for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None)):
-            if ann.get("category_id") != 1 or ann.get("iscrowd", 0):
+            if ann.get("category_id") not in categories or ann.get("iscrowd", 0):
                 continue
             kps = ann.get("keypoints") or []
             if not isinstance(kps, list):
@@ -166,13 +191,15 @@ def load_gt_persons(coco: Any, ann_file: Path, image_dir: Path, aspect_ratio: fl
             vis[:, 2] = 0
             center, scale = box_to_center_scale(*box, aspect_ratio=aspect_ratio)
             records.append(PersonRecord(image_id, str(image_dir / info["file_name"]), center, scale,
-                                        joints, vis, 1.0, float(box[2] * box[3]), _ann_id(ann)))
+                                        joints, vis, 1.0, float(box[2] * box[3]), _ann_id(ann),
+                                        int(ann["category_id"])))
     return records
 
 
 def load_detected_persons(coco: Any, bbox_file: Path, image_dir: Path, aspect_ratio: float,
-                          score_thr: float, num_keypoints: int = NUM_KEYPOINTS) -> list[PersonRecord]:
-    """One record per detected person box with score >= ``score_thr``."""
+                          score_thr: float, num_keypoints: int = 17) -> list[PersonRecord]:
+    """One record per detected box of a keypoint category with score >= ``score_thr`` (a detection
+    without ``category_id`` is of the first keypoint category)."""
     if not bbox_file.is_file():
         raise DataError(f"person detection file {bbox_file} not found (set bbox_file: null to use "
                         "ground-truth boxes)")
@@ -183,6 +210,7 @@ def load_detected_persons(coco: Any, bbox_file: Path, image_dir: Path, aspect_ra
     if not isinstance(dets, list):
         raise DataError(f"{bbox_file}: expected a list of detections in COCO results format")
     records = []
+    categories = keypoint_category_ids(coco)
     for i, d in enumerate(dets):
         try:
             image_id, box, score = d["image_id"], d["bbox"], d["score"]
@@ -191,7 +219,8 @@ def load_detected_persons(coco: Any, bbox_file: Path, image_dir: Path, aspect_ra
         if not _is_number(score):
             raise DataError(f"{bbox_file}: detection #{i} has score {score!r}; expected a number")
         score = float(score)
-        if d.get("category_id", 1) != 1 or score < score_thr:
+        category = d.get("category_id", categories[0])
+        if category not in categories or score < score_thr:
             continue
         if image_id not in coco.imgs:
             raise DataError(f"{bbox_file}: detection #{i} refers to image_id {image_id}, "
@@ -204,14 +233,15 @@ def load_detected_persons(coco: Any, bbox_file: Path, image_dir: Path, aspect_ra
         center, scale = box_to_center_scale(*checked, aspect_ratio=aspect_ratio)
         zeros = np.zeros((num_keypoints, 3), np.float32)
         records.append(PersonRecord(image_id, str(image_dir / coco.imgs[image_id]["file_name"]),
-                                    center, scale, zeros, zeros.copy(), score, checked[2] * checked[3]))
+                                    center, scale, zeros, zeros.copy(), score, checked[2] * checked[3],
+                                    category_id=int(category)))
     return records
 
 
 # --------------------------------------------------------------------------------------------
 # Annotation index cache
 # --------------------------------------------------------------------------------------------
-INDEX_FORMAT = 2  # layout of the .npz files (2: ann_id added); the key also covers the loader's source code
+INDEX_FORMAT = 3  # layout of the .npz files (2: ann_id, 3: category_id); the key also covers the loader's code
 _log = logging.getLogger(__name__)
 
 
@@ -231,19 +261,19 @@ def file_sha256(path: Path) -> str:
 @functools.lru_cache(maxsize=None)
 def _loader_code_hash() -> str:
     """Hash of the modules that turn annotations into records: editing them invalidates indexes."""
-    from . import coco_meta, geometry
+    from . import geometry
 
     h = hashlib.sha256()
-    for mod_file in (__file__, geometry.__file__, coco_meta.__file__):
+    for mod_file in (__file__, geometry.__file__):
         h.update(Path(mod_file).read_bytes())
     return h.hexdigest()
 
 
-def index_key(ann_sha: str, aspect_ratio: float, num_keypoints: int,
+def index_key(ann_sha: str, aspect_ratio: float, joints: Sequence[str],
               det_sha: Optional[str] = None, det_score_thr: Optional[float] = None) -> dict:
     """Everything the records depend on (the image folder is not: file names are kept relative)."""
     key = {"format": INDEX_FORMAT, "code": _loader_code_hash(), "annotations": ann_sha,
-           "aspect_ratio": float(aspect_ratio).hex(), "num_keypoints": int(num_keypoints), "boxes": "gt"}
+           "aspect_ratio": float(aspect_ratio).hex(), "joints": list(joints), "boxes": "gt"}
     if det_sha is not None:
         key.update(boxes="detections", detections=det_sha, det_score_thr=float(det_score_thr).hex())
     return key
@@ -254,8 +284,10 @@ def index_path(cache_dir: Path, key: dict) -> Path:
     return cache_dir / f"{digest}.npz"
 
 
-def save_index(path: Path, key: dict, records: list[PersonRecord], image_dir: Path) -> bool:
-    """Write ``records`` (atomically) to ``path``; False when they do not fit the format."""
+def save_index(path: Path, key: dict, records: list[PersonRecord], image_dir: Path,
+               notes: Sequence[str] = ()) -> bool:
+    """Write ``records`` and the parse's ``notes`` (atomically) to ``path``; False when they do not fit
+    the format."""
     if not records or not all(type(r.image_id) is int and -2**63 <= r.image_id < 2**63
                               and -1 <= r.ann_id < 2**63 for r in records):
         return False  # non-integer image ids are legal in a COCO file, just not cached
@@ -281,6 +313,8 @@ def save_index(path: Path, key: dict, records: list[PersonRecord], image_dir: Pa
         "score": np.array([r.score for r in records], np.float64),
         "area": np.array([r.area for r in records], np.float64),
         "ann_id": np.array([r.ann_id for r in records], np.int64),
+        "category_id": np.array([r.category_id for r in records], np.int64),
+        "notes": np.array(list(notes), dtype=str),
     }
 
     def write(tmp: str) -> None:
@@ -293,18 +327,18 @@ def save_index(path: Path, key: dict, records: list[PersonRecord], image_dir: Pa
     return True
 
 
-def load_index(path: Path, key: dict, image_dir: Path) -> list[PersonRecord]:
-    """The records stored by ``save_index``; raises (ValueError, OSError, ...) if the file is
-    damaged or was written for another key."""
+def load_index(path: Path, key: dict, image_dir: Path) -> tuple[list[PersonRecord], list[str]]:
+    """The records and notes stored by ``save_index``; raises (ValueError, OSError, ...) if the file
+    is damaged or was written for another key."""
     with np.load(path, allow_pickle=False) as z:
         if json.loads(str(z["key"][()])) != key:
             raise ValueError("written for other files or settings")
         a = {name: z[name] for name in ("image_id", "file_names", "file_index", "center", "scale",
-                                         "joints", "joints_vis", "score", "area", "ann_id")}
+                                         "joints", "joints_vis", "score", "area", "ann_id", "category_id", "notes")}
     n = len(a["image_id"])
-    k = key["num_keypoints"]
+    k = len(key["joints"])
     shapes = {"file_index": (n,), "center": (n, 2), "scale": (n, 2), "joints": (n, k, 3),
-              "joints_vis": (n, k, 3), "score": (n,), "area": (n,), "ann_id": (n,)}
+              "joints_vis": (n, k, 3), "score": (n,), "area": (n,), "ann_id": (n,), "category_id": (n,)}
     for name, shape in shapes.items():
         if a[name].shape != shape:
             raise ValueError(f"array {name} has shape {a[name].shape}, expected {shape}")
@@ -313,9 +347,10 @@ def load_index(path: Path, key: dict, image_dir: Path) -> list[PersonRecord]:
     files = [str(image_dir / name) for name in a["file_names"].tolist()]
     ids, fidx = a["image_id"].tolist(), a["file_index"].tolist()
     scores, areas, ann_ids = a["score"].tolist(), a["area"].tolist(), a["ann_id"].tolist()
+    cats = a["category_id"].tolist()
     center, scale, joints, vis = a["center"], a["scale"], a["joints"], a["joints_vis"]
     return [PersonRecord(ids[i], files[fidx[i]], center[i], scale[i], joints[i], vis[i], scores[i], areas[i],
-                         ann_ids[i]) for i in range(n)]
+                         ann_ids[i], cats[i]) for i in range(n)], [str(n) for n in a["notes"].tolist()]
 
 
 @dataclass
@@ -424,6 +459,7 @@ class TopDownDataset(EpochAware, Dataset):
             "scale": torch.as_tensor(s["scale"], dtype=torch.float32),
             "rotation": float(s["rotation"]),
             "image_id": int(r.image_id),
+            "category_id": int(r.category_id),
             "score": float(r.score),
             "area": float(r.area),
             "index": int(index),
@@ -434,29 +470,34 @@ class TopDownDataset(EpochAware, Dataset):
         return sample
 
 
+def under_root(root: Path, path: str | Path) -> Path:
+    """``path`` relative to ``root`` unless absolute (never to the working directory)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else root / p
+
+
 class CocoPoseDataset(TopDownDataset):
-    """COCO person keypoints as top-down samples (see ``TopDownDataset`` for the sample dict):
-    ground-truth boxes, or detected ones for validation (``bbox_file``)."""
+    """COCO-format keypoints of any skeleton as top-down samples (see ``TopDownDataset`` for the
+    sample dict): ground-truth boxes, or detected ones for validation (``bbox_file``).
+    ``ann_file``, ``image_dir`` and ``bbox_file`` are relative to ``data_root`` unless absolute
+    (defaults: COCO's layout for ``split``); ``meta`` is the data set's joints (default COCO's)."""
 
     def __init__(self, data_root: str | Path, split: str, codec: HeatmapCodec, train: bool,
                  ann_file: Optional[str | Path] = None, bbox_file: Optional[str | Path] = None,
                  det_score_thr: float = 0.0, augment_cfg: Optional[AugmentConfig] = None,
-                 seed: int = 0, strict_images: bool = False, extra_targets: Sequence[CropTarget] = ()):
+                 seed: int = 0, strict_images: bool = False, extra_targets: Sequence[CropTarget] = (),
+                 image_dir: Optional[str | Path] = None, meta: Optional[KeypointMeta] = None):
         root = Path(data_root)
         if not root.is_dir():
-            raise DataError(f"data_root {root} does not exist; set data_root to your COCO folder "
+            raise DataError(f"data_root {root} does not exist; set data_root to your dataset folder "
                             "(--set data_root=...) or make the demo set with `platform data demo`")
-        self.ann_file = Path(ann_file) if ann_file else root / "annotations" / f"person_keypoints_{split}.json"
-        if not self.ann_file.is_absolute() and not self.ann_file.exists():
-            self.ann_file = root / self.ann_file
+        self.ann_file = under_root(root, ann_file or Path("annotations") / f"person_keypoints_{split}.json")
         self.split = split
-        self._init_samples(codec, train, augment_cfg, seed, strict_images, extra_targets, COCO_META)
-        self.bbox_file: Optional[Path] = None
-        if bbox_file and not train:
-            bf = Path(bbox_file)
-            if not bf.is_absolute() and not bf.exists():
-                bf = root / bf
-            self.bbox_file = bf
+        self.image_dir_cfg = image_dir
+        #: what the first parse of the files found worth saying (filled fields, other categories)
+        self.notes: list[str] = []
+        self._init_samples(codec, train, augment_cfg, seed, strict_images, extra_targets, meta or coco_keypoints())
+        self.bbox_file: Optional[Path] = under_root(root, bbox_file) if bbox_file and not train else None
         self.det_score_thr = float(det_score_thr)
         self._coco: Any = None
         #: where the records came from: "parsed" (the annotation files) or "cache" (a prepared
@@ -486,7 +527,7 @@ class CocoPoseDataset(TopDownDataset):
             return None, None
         try:
             det = (file_sha256(self.bbox_file), self.det_score_thr) if self.bbox_file is not None else (None, None)
-            key = index_key(file_sha256(self.ann_file), self.aspect_ratio, NUM_KEYPOINTS, *det)
+            key = index_key(file_sha256(self.ann_file), self.aspect_ratio, self.meta.names, *det)
         except OSError:
             return None, None
         return key, index_path(cache_dir, key)
@@ -494,9 +535,9 @@ class CocoPoseDataset(TopDownDataset):
     def _cached_records(self, root: Path, key: dict) -> Optional[list[PersonRecord]]:
         if not self.index_file.is_file():
             return None
-        image_dir = resolve_image_dir(root, self.split)
+        image_dir = self._image_dir(root)
         try:
-            records = load_index(self.index_file, key, image_dir)
+            records, self.notes = load_index(self.index_file, key, image_dir)
         except Exception as e:  # noqa: BLE001  (a cache: any damage means "rebuild it")
             _log.warning("ignoring the annotation index cache %s (%s: %s); rebuilding it",
                          self.index_file, type(e).__name__, e)
@@ -505,23 +546,36 @@ class CocoPoseDataset(TopDownDataset):
         self.index_source = "cache"
         return records
 
+    def _image_dir(self, root: Path) -> Path:
+        if self.image_dir_cfg is None:
+            return resolve_image_dir(root, self.split)
+        folder = under_root(root, self.image_dir_cfg)
+        if not folder.is_dir():
+            raise DataError(f"image folder {folder} not found; check data_root and data.{'train' if self.train else 'val'}"
+                            "_images")
+        return folder
+
     def _parse_records(self, root: Path, key: Optional[dict]) -> list[PersonRecord]:
         """Read, check and index the annotation (and detection) files; store the result in the cache."""
         coco = load_coco_gt(self.ann_file)
         if not coco.imgs:
             raise DataError(f"{self.ann_file}: the annotation file lists no images")
         check_images(coco, self.ann_file)
-        self.image_dir = resolve_image_dir(root, self.split)
+        check_matches_file(self.meta, coco.dataset["categories"], str(self.ann_file))
+        self.image_dir = self._image_dir(root)
+        k = self.meta.num_keypoints
         if self.bbox_file is not None:
             records = load_detected_persons(coco, self.bbox_file, self.image_dir, self.aspect_ratio,
-                                            self.det_score_thr)
+                                            self.det_score_thr, k)
         else:
-            records = load_gt_persons(coco, self.ann_file, self.image_dir, self.aspect_ratio)
+            records = load_gt_persons(coco, self.ann_file, self.image_dir, self.aspect_ratio, k)
+        self.notes = parse_notes(coco, self.ann_file)
         if not records:
-            raise DataError(f"{self.ann_file}: no usable person samples for split '{self.split}'")
+            raise DataError(f"{self.ann_file}: no usable samples for split '{self.split}' (no instance of a keypoint "
+                            "category with a labelled keypoint and a box inside its image)")
         if key is not None and self._unchanged(key):
             try:
-                save_index(self.index_file, key, records, self.image_dir)
+                save_index(self.index_file, key, records, self.image_dir, self.notes)
             except OSError as e:  # a read-only or full disk costs speed, never the run
                 _log.warning("cannot write the annotation index cache %s: %s", self.index_file, e)
         return records

@@ -46,7 +46,11 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .coco_meta import KEYPOINT_NAMES, NUM_KEYPOINTS, SKELETON
+from .keypoint_meta import coco_keypoints
+
+KEYPOINT_NAMES = coco_keypoints().names
+NUM_KEYPOINTS = len(KEYPOINT_NAMES)
+SKELETON = coco_keypoints().skeleton
 
 TRAIN_ANN_FILE = "annotations/person_keypoints_train2017.json"
 VAL_ANN_FILE = "annotations/person_keypoints_val2017.json"
@@ -57,7 +61,7 @@ DET_FILE = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json
 JPEG_QUALITY = 90
 _CROWD_ID_BASE = 900100000000  # COCO gives its crowd annotations ids in this range
 
-# Joint indices (COCO order, see coco_meta.KEYPOINT_NAMES).
+# Joint indices (COCO order: configs/datasets/keypoints/coco.yaml).
 NOSE, L_EYE, R_EYE, L_EAR, R_EAR = 0, 1, 2, 3, 4
 L_SH, R_SH, L_EL, R_EL, L_WR, R_WR = 5, 6, 7, 8, 9, 10
 L_HIP, R_HIP, L_KN, R_KN, L_AN, R_AN = 11, 12, 13, 14, 15, 16

@@ -32,7 +32,9 @@ import numpy as np
 from densepred.errors import ConfigError, DataError
 from densepred.registry import METRICS
 
-from .coco_meta import NUM_KEYPOINTS, SIGMAS
+from .keypoint_meta import coco_keypoints
+
+NUM_KEYPOINTS = 17  # COCO's: the default of results files read without a task
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 _STAT_DESCRIPTIONS = {
@@ -47,7 +49,7 @@ _STAT_DESCRIPTIONS = {
     "ARm": "Average Recall     OKS=0.50:0.95  area=medium",
     "ARl": "Average Recall     OKS=0.50:0.95  area=large",
 }
-_GT_ANN_KEYS = ("id", "image_id", "category_id", "keypoints", "area", "bbox", "iscrowd", "num_keypoints")
+_GT_ANN_KEYS = ("id", "image_id", "category_id", "keypoints", "bbox")  # area, iscrowd, num_keypoints: computed if absent
 #: ``evaluation.eval_backend`` values: which COCOeval computes the stats (same numbers, see above)
 EVAL_BACKENDS = ("auto", "pycocotools", "faster")
 BACKEND_LABELS = {"pycocotools": "pycocotools", "faster": "faster-coco-eval"}
@@ -71,7 +73,7 @@ def oks_iou(
     writes ``list(vg > t) and list(vd > t)``, which Python evaluates to the second list, and that
     behaviour is reproduced here. A row with no selected joint gets OKS 0.
     """
-    sigmas = SIGMAS if sigmas is None else np.asarray(sigmas, dtype=np.float64)
+    sigmas = coco_keypoints().sigmas if sigmas is None else np.asarray(sigmas, dtype=np.float64)
     g = np.asarray(g, dtype=np.float64).reshape(-1)
     d = np.asarray(d, dtype=np.float64).reshape(-1, g.size)
     areas_d = np.asarray(areas_d, dtype=np.float64).reshape(-1)
@@ -181,10 +183,11 @@ def group_nms(
     soft: bool = False,
     oks_thre: float = 0.9,
     in_vis_thre: float = 0.2,
+    sigmas: np.ndarray | None = None,
 ) -> list[dict]:
     """Per image (first-appearance order): :func:`rescore`, then OKS NMS (or soft OKS NMS with
-    the decayed scores written back) like the official ``evaluate``. Returns the kept persons
-    (copies; the inputs are not modified)."""
+    the decayed scores written back) like the official ``evaluate``, with the data set's OKS
+    ``sigmas`` (default COCO's). Returns the kept persons (copies; the inputs are not modified)."""
     by_image: OrderedDict[Any, list[dict]] = OrderedDict()
     for p in persons:
         by_image.setdefault(_image_key(p["image_id"]), []).append(p)
@@ -194,26 +197,27 @@ def group_nms(
         if not use_nms:
             kept.extend(img_persons)
         elif soft:
-            keep, new_scores = soft_oks_nms(img_persons, oks_thre)
+            keep, new_scores = soft_oks_nms(img_persons, oks_thre, sigmas)
             for i, s in zip(keep, new_scores):
                 q = dict(img_persons[i])
                 q["score"] = float(s)
                 kept.append(q)
         else:
-            kept.extend(img_persons[i] for i in oks_nms(img_persons, oks_thre))
+            kept.extend(img_persons[i] for i in oks_nms(img_persons, oks_thre, sigmas))
     return kept
 
 
 def to_coco_results(persons: Iterable[dict], category_id: int = 1) -> list[dict]:
     """COCO keypoint results: ``{image_id, category_id, keypoints: [x, y, c] * K, score}`` made
     of plain JSON types (no ``center``/``scale``/``area``; an extra ``bbox`` would make
-    pycocotools treat the results as box detections)."""
+    pycocotools treat the results as box detections). A person's own ``category_id`` (its box's)
+    wins over ``category_id``."""
     results = []
     for p in persons:
         kpts = np.asarray(p["keypoints"], dtype=np.float64).reshape(-1)
         results.append({
             "image_id": _image_key(p["image_id"]),
-            "category_id": int(category_id),
+            "category_id": int(p.get("category_id", category_id)),
             "keypoints": [float(v) for v in kpts],
             "score": float(p["score"]),
         })
@@ -305,6 +309,7 @@ def load_coco_gt(ann_file: str | Path) -> Any:
             f"{ann_file}: no category with 'keypoints' (e.g. person); use a person_keypoints_*.json file"
         )
     kp_cat_ids = {c.get("id") for c in kp_cats}
+    filled = 0
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise DataError(f"{ann_file}: annotation {i} is not an object")
@@ -316,11 +321,32 @@ def load_coco_gt(ann_file: str | Path) -> Any:
                 f"{ann_file}: annotation {i} (id {ann.get('id')}) lacks {', '.join(missing)}; "
                 f"keypoint annotations need {', '.join(_GT_ANN_KEYS)}"
             )
+        filled += _fill_derived_fields(ann)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
+    #: annotations whose num_keypoints / area / iscrowd were computed (third-party files often lack them)
+    coco.filled_annotations = filled
     return coco
+
+
+def _fill_derived_fields(ann: dict) -> int:
+    """Give ``ann`` the fields pycocotools needs that follow from the others: ``num_keypoints`` (the
+    labelled joints), ``area`` (the box's, for files without masks) and ``iscrowd`` (0). Returns 1
+    when something was added."""
+    added = 0
+    if "num_keypoints" not in ann:
+        kpts = ann["keypoints"] if isinstance(ann["keypoints"], list) else []
+        ann["num_keypoints"] = sum(1 for v in kpts[2::3] if isinstance(v, (int, float)) and v > 0)
+        added = 1
+    if "area" not in ann:
+        box = ann["bbox"] if isinstance(ann["bbox"], list) and len(ann["bbox"]) == 4 else [0, 0, 0, 0]
+        ann["area"] = float(box[2]) * float(box[3]) if all(isinstance(v, (int, float)) for v in box) else 0.0
+        added = 1
+    if "iscrowd" not in ann:
+        ann["iscrowd"], added = 0, 1
+    return added
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,8 +454,8 @@ def evaluate_keypoints(
     ``coco_gt`` is a pycocotools COCO (or an annotation file path); ``results`` a list of COCO
     keypoint results or a results file path. Only the GT categories that have keypoints are
     evaluated, over all GT images (as the official code). Empty results give zeros and a warning.
-    pycocotools' printing is captured and printed only when ``verbose``. ``sigmas`` defaults to
-    the COCO ones; it is required when the GT does not have 17 keypoints. ``backend`` is one of
+    pycocotools' printing is captured and printed only when ``verbose``. ``sigmas`` (the data set's
+    OKS sigmas) defaults to the COCO ones; it is required when the GT does not have 17 keypoints. ``backend`` is one of
     :data:`EVAL_BACKENDS` (same numbers; ``auto`` uses faster-coco-eval when it is installed).
     """
     resolve_backend(backend)  # a bad name fails before any work
@@ -440,13 +466,16 @@ def evaluate_keypoints(
         raise DataError("COCO ground truth has no category with keypoints; use a person_keypoints_*.json file")
     num_kpts = len(cats[0]["keypoints"])
     if sigmas is None:
-        if num_kpts != len(SIGMAS):
+        if num_kpts != NUM_KEYPOINTS:
             raise DataError(
                 f"ground truth has {num_kpts} keypoints per person but the COCO OKS sigmas are for "
-                f"{len(SIGMAS)}; pass per-keypoint sigmas"
+                f"{NUM_KEYPOINTS}; pass per-keypoint sigmas"
             )
-        sigmas = SIGMAS
+        sigmas = coco_keypoints().sigmas
     sigmas = np.asarray(sigmas, dtype=np.float64)
+    if sigmas.shape != (num_kpts,):
+        raise DataError(f"{len(sigmas)} OKS sigmas for {num_kpts} keypoints per person in the ground truth; give "
+                        "one sigma per keypoint (data.keypoint_info sigmas)")
 
     if isinstance(results, (str, Path)):
         source = str(results)
@@ -512,8 +541,10 @@ class CocoKeypointMetric:
         oks_thre: float = 0.9,
         in_vis_thre: float = 0.2,
         backend: str = "auto",
+        sigmas: np.ndarray | None = None,
     ) -> None:
         resolve_backend(backend)  # a bad name fails here, not after the whole inference
+        self.sigmas = None if sigmas is None else np.asarray(sigmas, dtype=np.float64)
         self.ann_file = str(ann_file)
         self.backend = backend
         self.use_nms = bool(use_nms)
@@ -551,6 +582,8 @@ class CocoKeypointMetric:
                 "score": float(p["score"]),
                 "area": float(p["area"]),
             }
+            if "category_id" in p:
+                item["category_id"] = int(p["category_id"])
             for k in ("center", "scale"):
                 if k in p:
                     item[k] = np.array(p[k], dtype=np.float64, copy=True)
@@ -566,7 +599,7 @@ class CocoKeypointMetric:
         cats = _keypoint_categories(coco_gt)
         kept = group_nms(
             self._persons, use_nms=self.use_nms, soft=self.soft_nms,
-            oks_thre=self.oks_thre, in_vis_thre=self.in_vis_thre,
+            oks_thre=self.oks_thre, in_vis_thre=self.in_vis_thre, sigmas=self.sigmas,
         )
         results = to_coco_results(kept, category_id=int(cats[0]["id"]) if cats else 1)
         out_json = None
@@ -574,4 +607,4 @@ class CocoKeypointMetric:
             out_dir = Path(out_dir)
             _write_json(out_dir / "keypoints_results.json", results)
             out_json = out_dir / "metrics.json"
-        return evaluate_keypoints(coco_gt, results, out_json=out_json, backend=self.backend)
+        return evaluate_keypoints(coco_gt, results, out_json=out_json, backend=self.backend, sigmas=self.sigmas)

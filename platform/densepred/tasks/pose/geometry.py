@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .coco_meta import PIXEL_STD
+#: official unit of ``scale``: a box of width 200 px has scale 1.0
+PIXEL_STD = 200.0
 
 __all__ = [
     "box_to_center_scale",

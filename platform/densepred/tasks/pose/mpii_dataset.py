@@ -26,10 +26,11 @@ import numpy as np
 
 from ...errors import DataError
 from .codec import HeatmapCodec
-from .coco_meta import PIXEL_STD
+from .geometry import PIXEL_STD
 from .crop_targets import CropTarget
 from .dataset import PersonRecord, TopDownDataset
-from .mpii_meta import MPII_META, NUM_KEYPOINTS
+from .keypoint_meta import load_keypoint_info
+from .pckh import NUM_KEYPOINTS
 from .transforms import AugmentConfig
 
 CENTER_SHIFT = 15.0   # official: c[1] += 15 * s (pixels per 200-px unit of scale)
@@ -168,6 +169,6 @@ class MpiiPoseDataset(TopDownDataset):
         self.split = split
         self.ann_file = annot_file(root, split)
         self.gt_file = gt_file(root, split)
-        self._init_samples(codec, train, augment_cfg, seed, strict_images, extra_targets, MPII_META)
+        self._init_samples(codec, train, augment_cfg, seed, strict_images, extra_targets, load_keypoint_info("mpii"))
         self.records = load_mpii_records(self.ann_file, root / "images")
         self.image_dir = image_dir(root)

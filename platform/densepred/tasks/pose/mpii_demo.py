@@ -29,7 +29,7 @@ import numpy as np
 from .demo_data import JPEG_QUALITY, L_AN, L_EL, L_HIP, L_KN, L_SH, L_WR, R_AN, R_EL, R_HIP, R_KN, R_SH, R_WR, \
     _Figure, _render_image
 from .mpii_dataset import CENTER_SHIFT
-from .mpii_meta import NUM_KEYPOINTS
+from .pckh import NUM_KEYPOINTS
 from .pckh import PckhGroundTruth, save_gt
 
 TRAIN_ANN_FILE = "annot/train.json"

@@ -3,7 +3,7 @@
 Ground truth: ``annot/gt_<split>.mat`` with MPII's fields ``jnt_missing`` (16 x N, 1 = not
 labelled), ``pos_gt_src`` (16 x 2 x N, 1-based pixels), ``headboxes_src`` (2 x 2 x N, the head
 rectangle's corners ``[[x1, y1], [x2, y2]]``) and optionally ``dataset_joints`` (joint codes, which
-must then be in the standard order of ``mpii_meta.JOINT_CODES``). Persons are in the order of
+must then be in the standard order of ``JOINT_CODES``). Persons are in the order of
 ``annot/<split>.json``.
 
 A joint is correct when its distance to the ground truth is at most ``threshold`` head sizes, the
@@ -30,7 +30,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ...errors import DataError
-from .mpii_meta import JOINT_CODES, NUM_KEYPOINTS
+#: MPII's short joint codes (``dataset_joints`` of gt_valid.mat), the order of configs/datasets/keypoints/mpii.yaml
+JOINT_CODES = ("rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor",
+               "neck", "head", "rwri", "relb", "rsho", "lsho", "lelb", "lwri")
+NUM_KEYPOINTS = len(JOINT_CODES)
 
 SC_BIAS = 0.6            # head size = 0.6 * head box diagonal
 THRESHOLD = 0.5

@@ -26,7 +26,7 @@ from ...imagenorm import normalize
 from .dataset import as_box
 from .evaluation import to_coco_results
 from .geometry import box_to_center_scale
-from .coco_meta import COCO_META
+from .keypoint_meta import coco_keypoints
 from .keypoint_meta import KeypointMeta
 from .visualize import draw_person
 
@@ -255,7 +255,7 @@ def draw_persons(image: np.ndarray, persons: list[dict], kpt_thr: float,
     """A copy of the image with every person's box, score and keypoints above ``kpt_thr`` (skeleton
     of ``meta``, COCO by default); and the number of keypoints drawn."""
     out = np.ascontiguousarray(image.copy())
-    meta = meta or COCO_META
+    meta = meta or coco_keypoints()
     drawn = sum(draw_person(out, p["box"], p["score"], p["keypoints"], kpt_thr, meta) for p in persons)
     return out, drawn
 

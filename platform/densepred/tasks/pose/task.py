@@ -1,5 +1,5 @@
-"""Top-down pose task: COCO or MPII data, heatmap codec, joints MSE loss, flip-test inference, COCO OKS AP
-or MPII PCKh (``data.format``)."""
+"""Top-down pose task: COCO-format data of any skeleton or MPII data, heatmap codec, joints MSE loss,
+flip-test inference, OKS AP with the data set's sigmas or MPII PCKh (``data.format``)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,14 +17,15 @@ from ...errors import ConfigError, DataError
 from ...registry import LOSSES, TASKS, build
 from ..base import Task
 from .codec import HeatmapCodec
-from .coco_meta import PIXEL_STD
+from .geometry import PIXEL_STD
 from ...imageio import loader_worker_init
 from .crop_targets import CropTarget
-from .dataset import CocoPoseDataset, TopDownDataset, resolve_image_dir
+from .dataset import CocoPoseDataset, TopDownDataset
 from .evaluation import (BACKEND_LABELS, EVAL_BACKENDS, STAT_NAMES, CocoKeypointMetric, evaluate_keypoints,
                          format_table, load_results, resolve_backend)
 from .geometry import flip_back
-from .keypoint_meta import FORMATS, KeypointMeta, keypoint_meta
+from .keypoint_meta import DEFAULT_SIGMA, FORMATS, KeypointMeta
+from . import sources
 from . import mpii_dataset as mpii
 from .pckh import PCKH_NAMES, evaluate_pckh, format_pckh_table, load_gt, load_predictions
 from .transforms import AugmentConfig
@@ -49,10 +50,15 @@ class JointsMSELoss(nn.Module):
 class PoseData:
     """``data`` section of a pose task YAML (see tasks/pose_coco.yaml and configs/datasets/mpii.yaml)."""
 
-    format: str = setting("coco", choices=FORMATS, hint="keypoint data set layout and metric: coco (OKS AP) "
-                                                       "or mpii (PCKh)")
+    format: str = setting("coco", choices=FORMATS, hint="keypoint data set layout and metric: coco (COCO-format "
+                                                       "annotations, any skeleton, OKS AP) or mpii (PCKh)")
     train_split: str = "train2017"
     val_split: str = "val2017"
+    train_ann: Optional[str] = None     # relative to data_root; default annotations/person_keypoints_<train_split>.json
+    train_images: Optional[str] = None  # default images/<train_split>/ (or <train_split>/)
+    val_ann: Optional[str] = None
+    val_images: Optional[str] = None
+    keypoint_info: Any = None           # shipped name | YAML file | mapping; null: the annotation file's category
     input_size: list[int] = setting(factory=lambda: [192, 256], ge=8, le=4096, hint="[W, H] of the network input crop")
     heatmap_size: list[int] = setting(factory=lambda: [48, 64], ge=1, le=1024, hint="[W, H]; input_size / 4 for HRNet")
     sigma: float = setting(2.0, gt=0)
@@ -128,11 +134,15 @@ class PoseTask(Task):
                 raise ConfigError(f"{self._where('evaluation.eval_backend')}: {e}") from None
         self.augment = parse_section(cfg, "data.augment", AugmentConfig)
         self._check_heatmap_size()
-        #: the data set's keypoints: names, flip pairs, skeleton, upper body, joint weights
-        self.meta: KeypointMeta = keypoint_meta(self.data.format)
-        self.codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
-                                  self.data.encoding, self.data.decoding, self.data.use_joint_weights,
-                                  joint_weights=self.meta.joint_weights)
+        try:  # a mistake in the keypoint info fails here; joints read from the data file come later
+            self._meta: Optional[KeypointMeta] = sources.configured_meta(
+                self.data, f"{self._where('data.keypoint_info')}: data.keypoint_info")
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        self._codec: Optional[HeatmapCodec] = None
+        if self.data.format == "mpii" and self.data.keypoint_info not in (None, "mpii"):
+            raise ConfigError(f"{self._where('data.keypoint_info')}: data.format mpii has MPII's 16 joints; remove "
+                              "data.keypoint_info, or convert the set to COCO format (data.format: coco)")
         if self.data.format == "mpii" and self.val_bbox_file():
             raise ConfigError(f"{self._where('bbox_file')}: bbox_file applies to COCO only; MPII is evaluated "
                               "on its annotated persons, so set bbox_file: null")
@@ -141,15 +151,49 @@ class PoseTask(Task):
     def _where(self, key: str) -> str:
         return getattr(self.cfg, "where", lambda _k: "config")(key)
 
+    @property
+    def meta(self) -> KeypointMeta:
+        """The data set's keypoints (names, flip pairs, skeleton, upper body, joint weights, OKS
+        sigmas): ``data.keypoint_info``, else the annotation file's category (read on first use)."""
+        if self._meta is None:
+            self._meta = sources.meta_from_file(Path(self.data_root), self.data)
+        return self._meta
+
+    @property
+    def codec(self) -> HeatmapCodec:
+        if self._codec is None:
+            self._codec = HeatmapCodec(self.data.input_size, self.data.heatmap_size, self.data.sigma,
+                                       self.data.encoding, self.data.decoding, self.data.use_joint_weights,
+                                       joint_weights=self.meta.joint_weights)
+        return self._codec
+
+    def head_defaults(self) -> dict[str, dict[str, Any]]:
+        """The pose head predicts the data set's joints when ``num_keypoints`` is left null."""
+        return {"pose": {"num_keypoints": self.meta.num_keypoints}}
+
+    def weight_transforms(self) -> list:
+        """Initial weights of another skeleton: the pose head's rows move by joint name."""
+        from .transfer import joint_transfer
+
+        return [joint_transfer("heads.pose.", self.meta.names)] if "pose" in self.head_names else []
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"keypoints": list(self.meta.names)} if "pose" in self.head_names else {}
+
     def _keypoint_mismatch(self, count: Any, key: str) -> ConfigError:
         n = self.meta.num_keypoints
-        return ConfigError(f"{self._where(key)}: {key} gives {count} keypoints but data.format "
-                           f"{self.data.format} has {n}; set model.heads.pose.num_keypoints={n} (a Stacked "
-                           f"Hourglass also model.backbone.oup_dim={n})")
+        return ConfigError(f"{self._where(key)}: {key} is {count} but the data set has {n} keypoints "
+                           f"({self.meta.source}); set model.heads.pose.num_keypoints=null to follow the data (or "
+                           f"{n}; a Stacked Hourglass also model.backbone.oup_dim={n})")
 
     def _check_config_keypoints(self) -> None:
         """``model.heads.pose.num_keypoints``, when the config sets it, is the data set's joint count
-        (caught here, before a model is built or a worker started)."""
+        (caught before a model is built or a worker started). Joints read from the data file are
+        checked in ``preflight``, once the files are known to exist."""
+        if self._meta is not None:
+            self.check_keypoint_count()
+
+    def check_keypoint_count(self) -> None:
         heads = (self.cfg.get("model") or {}).get("heads") or {}
         pose = heads.get("pose") if isinstance(heads, Mapping) else None
         count = pose.get("num_keypoints") if isinstance(pose, Mapping) else None
@@ -221,7 +265,7 @@ class PoseTask(Task):
     # ------------------------------------------------------------------ data
     def cost_input_size(self) -> tuple[int, int]:
         """``(H, W)`` of the person crop (``data.input_size`` is [W, H])."""
-        w, h = self.codec.input_size
+        w, h = self.data.input_size
         return int(h), int(w)
 
     def preflight(self) -> None:
@@ -233,20 +277,10 @@ class PoseTask(Task):
             return
         root = Path(self.data_root)
         if not root.is_dir():
-            raise DataError(f"data_root {root} does not exist; set data_root to your COCO folder "
+            raise DataError(f"data_root {root} does not exist; set data_root to your dataset folder "
                             "(--set data_root=...) or make the demo set with `platform data demo`")
-        for key in ("train_split", "val_split"):
-            split = getattr(self.data, key)
-            ann = root / "annotations" / f"person_keypoints_{split}.json"
-            if not ann.is_file():
-                raise DataError(f"{ann}: COCO annotation file not found; check data_root and data.{key}")
-            resolve_image_dir(root, split)
-        bbox = self.val_bbox_file()
-        if bbox:
-            bf = Path(bbox) if Path(bbox).is_absolute() or Path(bbox).exists() else root / bbox
-            if not bf.is_file():
-                raise DataError(f"person detection file {bf} not found (set bbox_file: null to use "
-                                "ground-truth boxes)")
+        sources.check_files(root, self.data, self.val_bbox_file())
+        self.check_keypoint_count()
 
     def _preflight_mpii(self) -> None:
         """The official MPII layout: annot/<split>.json for both splits, the PCKh ground truth of the
@@ -266,17 +300,11 @@ class PoseTask(Task):
         mpii.image_dir(root)
 
     def check_data(self, report: Any, full: bool = False) -> None:
-        """Both splits index as training will (keypoint counts, fields, boxes), and their image
-        files exist."""
-        import os
+        """Both splits index as training will (keypoint counts, fields, boxes), their image files
+        exist; ``full``: also image headers, joints per split, boxes, metadata (``datacheck``)."""
+        from .datacheck import check_pose_data
 
-        for split in ("train", "val"):
-            with report.catching():
-                dataset = self.build_dataset(split)
-                files = sorted({r.image_file for r in dataset.records})
-                report.say(f"{split}: {len(dataset)} person samples in {len(files)} images")
-                missing = [f for f in files if not os.path.isfile(f)]
-                report.faulty_files(f"{split} image files", missing, len(files))
+        check_pose_data(self, report, full)
 
     def val_bbox_file(self) -> Optional[str]:
         """The person detections the validation split uses (``bbox_file``); None: ground-truth boxes."""
@@ -292,11 +320,14 @@ class PoseTask(Task):
             return mpii.MpiiPoseDataset(self.data_root, name, self.codec, train=train, augment_cfg=self.augment,
                                         seed=int(self.cfg.get("seed", 0)), strict_images=strict_images,
                                         extra_targets=extra_targets)
+        which = "train" if train else "val"
         return CocoPoseDataset(self.data_root, name, self.codec, train=train,
+                               ann_file=sources.annotation_file(Path(self.data_root), self.data, which),
+                               image_dir=getattr(self.data, f"{which}_images"),
                                bbox_file=None if train else self.val_bbox_file(),
                                det_score_thr=self.data.det_score_thr, augment_cfg=self.augment,
                                seed=int(self.cfg.get("seed", 0)), strict_images=strict_images,
-                               extra_targets=extra_targets)
+                               extra_targets=extra_targets, meta=self.meta)
 
     def extra_targets(self, split: str) -> Sequence[CropTarget]:
         """Pose targets come from the records themselves: nothing to add to a shared dataset."""
@@ -306,7 +337,7 @@ class PoseTask(Task):
         """Everything that fixes the training crops: the files, crop geometry, augmentation and seed
         (not the heatmap encoding, which only shapes the pose targets)."""
         return (f"{self.data.format}-topdown", str(Path(self.data_root).resolve()), self.data.train_split,
-                tuple(self.data.input_size), tuple(self.data.heatmap_size), self.codec.udp,
+                self.data.train_ann, self.data.train_images, tuple(self.data.input_size), tuple(self.data.heatmap_size), self.codec.udp,
                 tuple(sorted(vars(self.augment).items())), int(self.cfg.get("seed", 0)))
 
     def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
@@ -348,6 +379,7 @@ class PoseTask(Task):
                 "keypoints": np.concatenate([preds[i], maxvals[i]], axis=1),
                 "score": float(batch["score"][i]),
                 "area": float(scales[i][0] * scales[i][1] * PIXEL_STD * PIXEL_STD),
+                "category_id": int(batch["category_id"][i]) if "category_id" in batch else 1,
                 "center": centers[i], "scale": scales[i],
             })
             if "index" in batch:  # position in the dataset (MPII scores predictions in val order)
@@ -398,7 +430,7 @@ class PoseTask(Task):
             metric = CocoKeypointMetric(str(ds.ann_file), use_nms=self.eval_cfg.use_nms,
                                         soft_nms=self.eval_cfg.soft_nms, oks_thre=self.eval_cfg.oks_thre,
                                         in_vis_thre=self.eval_cfg.in_vis_thre,
-                                        backend=self.eval_cfg.eval_backend)
+                                        backend=self.eval_cfg.eval_backend, sigmas=self.meta.oks_sigmas())
             for batch_persons in persons:
                 metric.process(batch_persons)
             stats = metric.compute(out_dir)
@@ -424,16 +456,20 @@ class PoseTask(Task):
             gt_path = mpii.gt_file(self.data_root, self.data.val_split)
             gt = load_gt(gt_path)
             return evaluate_pckh(load_predictions(results_file, gt.num_persons), gt, out_dir, gt_name=gt_path)
-        ann = Path(self.data_root) / "annotations" / f"person_keypoints_{self.data.val_split}.json"
-        return evaluate_keypoints(str(ann), load_results(results_file),
+        ann = sources.annotation_file(Path(self.data_root), self.data, "val")
+        return evaluate_keypoints(str(ann), load_results(results_file, self.meta.num_keypoints),
                                   out_json=(out_dir / "metrics.json") if out_dir else None,
-                                  backend=self.eval_cfg.eval_backend)
+                                  backend=self.eval_cfg.eval_backend, sigmas=self.meta.oks_sigmas())
 
     def format_metrics(self, stats: Mapping[str, float]) -> str:
         if self.data.format == "mpii":
             return format_pckh_table(stats)
         backend = BACKEND_LABELS[resolve_backend(self.eval_cfg.eval_backend)]
-        return format_table(dict(stats), title=f"COCO keypoint evaluation ({backend})")
+        table = format_table(dict(stats), title=f"COCO keypoint evaluation, {self.meta.name} joints ({backend})")
+        if self.meta.sigmas is None:
+            table += (f"\nnote: {self.meta.source} gives no OKS sigmas; every joint used {DEFAULT_SIGMA} (give "
+                      "data.keypoint_info with sigmas): this AP is not comparable to published figures")
+        return table
 
     # ------------------------------------------------------------------ inspection
     def browse(self, split: str, out_dir: Path, limit: int = 20) -> int:

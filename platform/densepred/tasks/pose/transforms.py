@@ -14,7 +14,7 @@ import numpy as np
 
 from ...config import setting
 
-from .coco_meta import COCO_META, PIXEL_STD
+from .geometry import PIXEL_STD
 from .geometry import affine_transform, fliplr_joints
 from .keypoint_meta import KeypointMeta
 
@@ -28,11 +28,11 @@ class AugmentConfig:
     rotation_factor: float = setting(45.0, ge=0, le=180)
     rotation_prob: float = setting(0.6, ge=0, le=1)
     half_body_prob: float = setting(0.3, ge=0, le=1)
-    half_body_min_joints: int = setting(8, ge=0, le=17)
+    half_body_min_joints: int = setting(8, ge=0, le=10000)
 
 
 def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: float,
-                  rng: np.random.Generator, upper_body_ids: Sequence[int] = COCO_META.upper_body_ids,
+                  rng: np.random.Generator, upper_body_ids: Sequence[int] = tuple(range(11)),
                   ) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Box around the upper or lower body (official ``half_body_transform``); None if too few joints."""
     visible = joints_vis[:, 0] > 0
@@ -59,11 +59,15 @@ def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: floa
 
 def augment(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, center: np.ndarray,
             scale: np.ndarray, aug: AugmentConfig, aspect_ratio: float, rng: np.random.Generator,
-            meta: KeypointMeta = COCO_META):
+            meta: Optional[KeypointMeta] = None):
     """Random half-body, scale, rotation and flip (``meta``: the data set's upper body and flip
-    pairs). Returns (image, joints, joints_vis, center, scale, rot)."""
+    pairs; default COCO's; a data set without an upper body gets no half-body crops). Returns
+    (image, joints, joints_vis, center, scale, rot)."""
+    if meta is None:
+        from .keypoint_meta import coco_keypoints
+        meta = coco_keypoints()
     center, scale = center.copy(), scale.copy()
-    if aug.half_body_prob > 0 and joints_vis[:, 0].sum() > aug.half_body_min_joints \
+    if meta.half_body and aug.half_body_prob > 0 and joints_vis[:, 0].sum() > aug.half_body_min_joints \
             and rng.random() < aug.half_body_prob:
         hb = half_body_box(joints, joints_vis, aspect_ratio, rng, meta.upper_body_ids)
         if hb is not None:

@@ -2,25 +2,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
 
-from .coco_meta import COCO_META
-from .keypoint_meta import KeypointMeta
+from .keypoint_meta import KeypointMeta, coco_keypoints
 
 # Left limbs warm, right limbs cool, centre green: left/right mistakes are visible at a glance.
 _LEFT, _RIGHT, _MID = (255, 128, 0), (0, 160, 255), (60, 200, 60)
 _SIDE_COLOUR = {"L": _LEFT, "R": _RIGHT, "M": _MID}
 
 
-def _limb_color(a: int, b: int, meta: KeypointMeta = COCO_META) -> tuple[int, int, int]:
+def _limb_color(a: int, b: int, meta: Optional[KeypointMeta] = None) -> tuple[int, int, int]:
+    meta = meta or coco_keypoints()
     sa, sb = meta.side(a), meta.side(b)
     return _SIDE_COLOUR[sa] if sa == sb else _MID
 
 
 def draw_skeleton(image_rgb: np.ndarray, keypoints: np.ndarray, thr: float = 0.2,
-                  radius: int = 3, thickness: int = 2, meta: KeypointMeta = COCO_META) -> np.ndarray:
+                  radius: int = 3, thickness: int = 2, meta: Optional[KeypointMeta] = None) -> np.ndarray:
     """Draw one person's (K, 3) keypoints (x, y, confidence or visibility) on a copy of the image."""
     out = np.ascontiguousarray(image_rgb.copy())
     draw_keypoints(out, keypoints, thr, radius, thickness, meta=meta)
@@ -28,9 +29,10 @@ def draw_skeleton(image_rgb: np.ndarray, keypoints: np.ndarray, thr: float = 0.2
 
 
 def draw_keypoints(out: np.ndarray, keypoints: np.ndarray, thr: float, radius: int = 3,
-                   thickness: int = 2, meta: KeypointMeta = COCO_META) -> int:
+                   thickness: int = 2, meta: Optional[KeypointMeta] = None) -> int:
     """Draw, in place, the limbs (``meta.skeleton``) and keypoints whose confidence is above
-    ``thr``; returns how many keypoints were drawn."""
+    ``thr``; returns how many keypoints were drawn. ``meta``: the data set's joints (default COCO's)."""
+    meta = meta or coco_keypoints()
     kp = np.asarray(keypoints, dtype=np.float32)
     for a, b in meta.skeleton:
         if kp[a, 2] > thr and kp[b, 2] > thr:
@@ -50,7 +52,7 @@ _BOX = (255, 255, 0)
 
 
 def draw_person(out: np.ndarray, box: list[float], score: float, keypoints: np.ndarray, kpt_thr: float,
-                meta: KeypointMeta = COCO_META) -> int:
+                meta: Optional[KeypointMeta] = None) -> int:
     """Draw, in place, a person's box with its score and the keypoints above ``kpt_thr``. Line widths
     grow with the image so that drawings stay visible on large photos. Returns keypoints drawn."""
     unit = max(1.0, min(out.shape[:2]) / 400)

@@ -1,63 +1,47 @@
-"""Cityscapes label mapping, derived at import time from ``cityscapesscripts.helpers.labels``.
-
-The official table is the single source of truth: nothing here is hand-copied.
+"""Cityscapes label tables, read from the shipped class_info file
+``configs/datasets/classes/cityscapes.yaml`` (whose numbers are cityscapesscripts' label table; a
+test checks that they are equal).
 
 * ``labelId`` (0..33) is what the ground-truth ``*_gtFine_labelIds.png`` files and benchmark
   submissions store.
-* ``trainId`` (0..18) is what the network predicts; every label whose ``trainId`` is 255 or -1
-  in the table (void and "ignoreInEval" classes, license plate) maps to :data:`IGNORE_INDEX`.
-* Ids that do not exist in the table at all (34..255 for 8-bit images) are marked with
+* ``trainId`` (0..18) is what the network predicts; every labelId listed as ignored (void and
+  "ignoreInEval" classes) maps to :data:`IGNORE_INDEX`.
+* Ids that are not in the table at all (34..255 for 8-bit images) are marked with
   :data:`UNKNOWN_MARK` in :data:`LABEL_ID_TO_TRAIN_ID` so that :func:`label_ids_to_train_ids`
-  can report them. The table's id -1 (license plate) cannot occur in an unsigned PNG.
+  can report them.
 """
 from __future__ import annotations
 
 import numpy as np
-from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
-from densepred.errors import DataError
+from .class_info import ClassInfo, describe_ids, load_class_info
 
-NUM_CLASSES = 19
-IGNORE_INDEX = 255
+#: The Cityscapes class list (names, palette, labelId table).
+CITYSCAPES: ClassInfo = load_class_info("cityscapes")
+
+NUM_CLASSES = CITYSCAPES.num_classes
+IGNORE_INDEX = CITYSCAPES.ignore_index
 #: Value of :data:`LABEL_ID_TO_TRAIN_ID` for label ids absent from the Cityscapes table.
 UNKNOWN_MARK = 254
 
-
-def _evaluated_labels() -> list:
-    """Labels with a real trainId (0 <= trainId < 255), sorted by trainId."""
-    chosen = sorted((lab for lab in _CS_LABELS if 0 <= lab.trainId < IGNORE_INDEX), key=lambda lab: lab.trainId)
-    train_ids = [lab.trainId for lab in chosen]
-    if train_ids != list(range(NUM_CLASSES)):
-        raise RuntimeError(f"unexpected Cityscapes trainIds in cityscapesscripts' table: {train_ids}")
-    for lab in chosen:
-        if lab.ignoreInEval:
-            raise RuntimeError(f"Cityscapes label {lab.name!r} has a trainId but is ignored in evaluation")
-    return chosen
-
-
-_TRAIN_LABELS = _evaluated_labels()
-
 #: The 19 evaluated class names in trainId order.
-CLASS_NAMES: tuple[str, ...] = tuple(lab.name for lab in _TRAIN_LABELS)
-#: RGB colour of each train class (trainId order), from the table.
-PALETTE: tuple[tuple[int, int, int], ...] = tuple(tuple(int(c) for c in lab.color) for lab in _TRAIN_LABELS)
+CLASS_NAMES: tuple[str, ...] = CITYSCAPES.names
+#: RGB colour of each train class (trainId order).
+PALETTE: tuple[tuple[int, int, int], ...] = CITYSCAPES.palette
 #: labelId of each train class (trainId order).
-TRAIN_LABEL_IDS: tuple[int, ...] = tuple(int(lab.id) for lab in _TRAIN_LABELS)
+TRAIN_LABEL_IDS: tuple[int, ...] = tuple(CITYSCAPES.label_ids or ())
 
 
 def _build_label_to_train() -> np.ndarray:
     lut = np.full(256, UNKNOWN_MARK, dtype=np.uint8)
-    for lab in _CS_LABELS:
-        if not 0 <= lab.id < 256:
-            continue  # license plate (-1): not representable in an unsigned label image
-        lut[lab.id] = lab.trainId if 0 <= lab.trainId < IGNORE_INDEX else IGNORE_INDEX
+    lut[list(CITYSCAPES.ignored_label_ids)] = IGNORE_INDEX
+    lut[list(TRAIN_LABEL_IDS)] = np.arange(NUM_CLASSES)
     return lut
 
 
 def _build_train_to_label() -> np.ndarray:
     lut = np.zeros(256, dtype=np.uint8)  # 0 = "unlabeled" (void) for trainId 255 and anything else
-    for train_id, label_id in enumerate(TRAIN_LABEL_IDS):
-        lut[train_id] = label_id
+    lut[:NUM_CLASSES] = TRAIN_LABEL_IDS
     return lut
 
 
@@ -72,16 +56,9 @@ TRAIN_ID_TO_LABEL_ID: np.ndarray = _build_train_to_label()
 TRAIN_ID_TO_LABEL_ID.setflags(write=False)
 
 
-def _describe_ids(ids: np.ndarray, limit: int = 10) -> str:
-    ids = [int(i) for i in ids]
-    text = ", ".join(str(i) for i in ids[:limit])
-    return text + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
-
-
-def unknown_label_error(path: str, ids: np.ndarray) -> DataError:
+def unknown_label_error(path: str, ids: np.ndarray):
     """The DataError raised for label ids that are not in the Cityscapes table."""
-    where = f"{path}: " if path else ""
-    return DataError(f"{where}unknown Cityscapes label id(s) {_describe_ids(ids)} (valid labelIds are 0..33)")
+    return CITYSCAPES.unknown_error(path, ids)
 
 
 def label_ids_to_train_ids(label: np.ndarray, path: str = "") -> np.ndarray:
@@ -90,20 +67,7 @@ def label_ids_to_train_ids(label: np.ndarray, path: str = "") -> np.ndarray:
     Raises :class:`DataError` naming ``path`` and the offending ids when the image holds ids that
     are not in the Cityscapes table (or is not an integer image).
     """
-    label = np.asarray(label)
-    where = f"{path}: " if path else ""
-    if label.dtype == np.uint8:
-        out = LABEL_ID_TO_TRAIN_ID[label]
-    else:
-        if not np.issubdtype(label.dtype, np.integer):
-            raise DataError(f"{where}label image has dtype {label.dtype}, expected integer labelIds")
-        if label.size and (label.min() < 0 or label.max() > 255):
-            bad = np.unique(label[(label < 0) | (label > 255)])
-            raise unknown_label_error(path, bad)
-        out = LABEL_ID_TO_TRAIN_ID[label.astype(np.uint8)]
-    if label.size and (out == UNKNOWN_MARK).any():
-        raise unknown_label_error(path, np.unique(label[out == UNKNOWN_MARK]))
-    return out
+    return CITYSCAPES.decode(label, path)
 
 
 def train_ids_to_label_ids(pred: np.ndarray) -> np.ndarray:
@@ -111,12 +75,14 @@ def train_ids_to_label_ids(pred: np.ndarray) -> np.ndarray:
 
     trainId 255 becomes labelId 0 ("unlabeled"); any other id outside 0..18 is an error.
     """
+    from ...errors import DataError
+
     pred = np.asarray(pred)
     if not np.issubdtype(pred.dtype, np.integer):
         raise DataError(f"prediction has dtype {pred.dtype}, expected integer trainIds")
     if pred.size:
         bad_mask = (pred < 0) | ((pred >= NUM_CLASSES) & (pred != IGNORE_INDEX))
         if bad_mask.any():
-            raise DataError(f"prediction holds trainIds {_describe_ids(np.unique(pred[bad_mask]))} "
+            raise DataError(f"prediction holds trainIds {describe_ids(np.unique(pred[bad_mask]))} "
                             f"outside 0..{NUM_CLASSES - 1} and {IGNORE_INDEX}")
     return TRAIN_ID_TO_LABEL_ID[pred.astype(np.uint8, copy=False)]

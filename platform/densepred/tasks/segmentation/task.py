@@ -1,9 +1,10 @@
-"""Semantic segmentation task (HRNetV2 on Cityscapes): cross-entropy / OHEM loss, whole, sliding
-window and multi-scale inference, confusion-matrix mIoU, labelId submissions and pictures."""
+"""Semantic segmentation task (HRNetV2) on any class list: Cityscapes or an image/label folder set
+(``data.format``), classes from a class_info file; cross-entropy / OHEM loss, whole, sliding window
+and multi-scale inference (flip test swapping left/right classes), confusion-matrix mIoU, label
+PNGs and pictures in the class list's colours."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -13,102 +14,33 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ...config import parse_section, setting
+from ...config import parse_section
 from ...errors import ConfigError
 from ...imageio import loader_worker_init
 from ...registry import LOSSES, TASKS, build
 from ..base import Task
-from .dataset import CityscapesDataset, find_samples
-from .labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from .class_info import ClassInfo, load_class_info, shipped_names
+from .dataset import SegDataset, SegSample, find_samples
+from .folders import check_layout, find_folder_samples
+from .labels import CITYSCAPES, CLASS_NAMES
+from .loss import OFFICIAL_CLASS_WEIGHTS, SegCrossEntropy  # noqa: F401  (registers the loss)
 from .metric import ConfusionMatrix, evaluate_prediction_folder
 from .metric import _write_metrics as write_metrics
+from .settings import SegData, SegEval, SegInference
 from .transforms import SegAugment
 
-# Class weights of the official HRNet-Semantic-Segmentation Cityscapes loader (trainId order).
-OFFICIAL_CLASS_WEIGHTS = [0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
-                          0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507]
-
-
-@LOSSES.register_module()
-class SegCrossEntropy(nn.Module):
-    """Cross-entropy on logits upsampled (bilinear) to the label size, ignoring 255.
-
-    ``class_weights: official`` uses the official Cityscapes weights. With ``ohem`` only the hard
-    pixels are kept, as the official ``OhemCrossEntropy``: pixels whose probability of the true class
-    is below ``max(ohem_thresh, p_k)``, where p_k is the ``ohem_min_kept``-th smallest probability.
-    """
-
-    def __init__(self, ignore_index: int = IGNORE_INDEX, class_weights: Optional[str | list[float]] = None,
-                 ohem: bool = False, ohem_thresh: float = 0.9, ohem_min_kept: int = 131072,
-                 align_corners: bool = False):
-        super().__init__()
-        if class_weights == "official":
-            class_weights = OFFICIAL_CLASS_WEIGHTS
-        elif isinstance(class_weights, str):
-            raise ConfigError(f"task.loss.class_weights must be 'official', a list or null, got {class_weights!r}")
-        self.register_buffer("weight", torch.tensor(class_weights, dtype=torch.float32) if class_weights else None,
-                             persistent=False)
-        self.ignore_index = ignore_index
-        self.ohem, self.thresh, self.min_kept = ohem, ohem_thresh, max(1, ohem_min_kept)
-        self.align_corners = align_corners
-
-    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear",
-                               align_corners=self.align_corners)
-        if not self.ohem:
-            return F.cross_entropy(logits, label, weight=self.weight, ignore_index=self.ignore_index)
-        losses = F.cross_entropy(logits, label, weight=self.weight, ignore_index=self.ignore_index,
-                                 reduction="none").reshape(-1)
-        valid = label.reshape(-1) != self.ignore_index
-        if not valid.any():
-            return losses.sum() * 0.0
-        with torch.no_grad():
-            target = label.clone()
-            target[target == self.ignore_index] = 0
-            prob = logits.softmax(1).gather(1, target.unsqueeze(1)).reshape(-1)[valid]
-            order = prob.argsort()
-            k = min(self.min_kept, prob.numel() - 1)
-            threshold = max(float(prob[order[k]]), self.thresh)
-        hard = losses[valid][order][prob[order] < threshold]
-        return hard.mean() if hard.numel() else losses[valid].mean() * 0.0
-
-
-@dataclass
-class SegData:
-    """``data`` section of a segmentation task YAML."""
-
-    train_split: str = "train"
-    val_split: str = "val"
-    batch_size: int = setting(3, ge=1, hint="samples per worker and step")  # official: 12 in total on 4 GPUs
-    loader_workers: int = setting(2, ge=0, le=64)
-    augment: dict = field(default_factory=dict)
-
-
-@dataclass
-class SegEval:
-    interval: int = setting(10, ge=1)  # evaluate every N epochs (and after the last)
-
-
-@dataclass
-class SegInference:
-    """``inference`` section: how a full image is predicted."""
-
-    mode: str = setting("whole", choices=("whole", "slide", "multiscale"))
-    crop_size: list[int] = setting(factory=lambda: [1024, 512], ge=16, le=8192)  # [W, H] window for slide
-    stride_ratio: float = setting(2 / 3, gt=0, le=1)  # window stride as a fraction of the crop (official 2/3)
-    scales: list[float] = setting(factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75], gt=0, le=8)
-    flip: bool = False             # also average the horizontally flipped image
-    align_corners: bool = False    # upsampling of logits to the image size
-
-
-#: labels read per split by the quick data check before a run (`platform data check` reads all)
-QUICK_LABELS = 8
+def is_cityscapes(info: ClassInfo) -> bool:
+    """The Cityscapes class list and label table (the official class weights and the benchmark
+    evaluation apply)."""
+    return (info.names, info.label_ids, info.ignored_label_ids) == (
+        CITYSCAPES.names, CITYSCAPES.label_ids, CITYSCAPES.ignored_label_ids)
 
 
 @TASKS.register_module()
 class SegmentationTask(Task):
     primary_metric = "mIoU"
     head_names = ("seg",)
+    #: Cityscapes' until ``validate`` reads the configured class list
     metric_names = ("mIoU", "aAcc") + tuple(f"IoU.{name}" for name in CLASS_NAMES)
 
     def validate(self) -> None:
@@ -117,39 +49,112 @@ class SegmentationTask(Task):
         self.eval_cfg = parse_section(cfg, "evaluation", SegEval)
         self.infer_cfg = parse_section(cfg, "inference", SegInference)
         self.augment = parse_section(cfg, "data.augment", SegAugment)
-        task = self.task_section()
-        self.criterion = build(LOSSES, task.get("loss") or {"type": "SegCrossEntropy"}, "task.loss")
+        check_layout(self.data, self._where)
+        self.class_info = self._load_class_info()
+        self.metric_names = ("mIoU", "aAcc") + tuple(f"IoU.{name}" for name in self.class_info.names)
+        self._check_num_classes()
+        self.criterion = self._build_loss()
+
+    # ------------------------------------------------------------------ config
+    def _where(self, key: str) -> str:
+        return getattr(self.cfg, "where", lambda _k: "config")(key)
+
+    @property
+    def label_kind(self) -> str:
+        """What the label PNGs hold, in words for messages."""
+        return "labelIds" if self.data.format == "cityscapes" else "index"
+
+    def _load_class_info(self) -> ClassInfo:
+        key = "data.class_info"
+        value = self.data.class_info
+        if value is None:
+            if self.data.format == "folders":
+                raise ConfigError(f"{self._where(key)}: data.format=folders needs {key}: a shipped class list "
+                                  f"({', '.join(shipped_names())}), the path of a class_info .yaml file, or a "
+                                  "mapping with names (and palette, ignore_index, reduce_zero_label, ...)")
+            return CITYSCAPES
+        # An inline list changed with --set (data.class_info.palette=...) is blamed on --set.
+        changed = any(k.startswith(f"{key}.") for k in getattr(self.cfg, "overrides", None) or {})
+        where = "--set" if changed else self._where(key)
+        info = load_class_info(value, f"{where}: {key}", inline_name=f"{key} of {self._where(key)}")
+        if self.data.format == "cityscapes" and info.label_ids is None:
+            raise ConfigError(f"{self._where(key)}: data.format=cityscapes reads gtFine labelIds, which needs a "
+                              f"class list with a label_ids table ({info.source} has none); for label PNGs that "
+                              "hold class ids use data.format=folders")
+        return info
+
+    def _model_section(self) -> tuple[Optional[Mapping[str, Any]], Callable[[str], str]]:
+        """The model the head lives in: this config's, or the multi-task run's for a member."""
+        if isinstance(self.cfg.get("model"), Mapping):
+            return self.cfg["model"], self._where
+        parent = getattr(self.cfg, "parent", None)
+        if isinstance(parent, Mapping) and isinstance(parent.get("model"), Mapping):
+            return parent["model"], getattr(parent, "where", lambda _k: "config")
+        return None, self._where
+
+    def _check_num_classes(self) -> None:
+        """``model.heads.seg.num_classes`` is null (it follows the class list) or equals it."""
+        model, where = self._model_section()
+        head = ((model or {}).get("heads") or {}).get("seg")
+        if not isinstance(head, Mapping):
+            return
+        key, n, given = "model.heads.seg.num_classes", self.class_info.num_classes, head.get("num_classes")
+        if given is not None and given != n:
+            raise ConfigError(f"{where(key)}: {key} is {given} but the class list {self.class_info.display} has "
+                              f"{n} classes; set it to null (it then follows data.class_info) or to {n}")
+
+    def _build_loss(self) -> nn.Module:
+        loss_cfg = dict(self.task_section().get("loss") or {"type": "SegCrossEntropy"})
+        if loss_cfg.get("type") != "SegCrossEntropy":
+            return build(LOSSES, loss_cfg, "task.loss")
+        n, info, key = self.class_info.num_classes, self.class_info, "task.loss.class_weights"
+        weights = loss_cfg.get("class_weights")
+        if weights == "official" and not is_cityscapes(info):
+            raise ConfigError(f"{self._where(key)}: {key}=official are the Cityscapes class weights, but the "
+                              f"class list is {info.display} ({n} classes); set {key}=null or give {n} weights")
+        if isinstance(weights, (list, tuple)) and len(weights) != n:
+            raise ConfigError(f"{self._where(key)}: {key} has {len(weights)} weights for the {n} classes of "
+                              f"{info.display}; give one per class, or null")
+        given = loss_cfg.get("ignore_index")
+        if given is not None and given != info.ignore_index:
+            raise ConfigError(f"{self._where('task.loss.ignore_index')}: task.loss.ignore_index is {given} but the "
+                              f"class list ignores {info.ignore_index}; remove it (it follows data.class_info)")
+        return build(LOSSES, loss_cfg, "task.loss", ignore_index=info.ignore_index)
+
+    def head_defaults(self) -> dict[str, dict[str, Any]]:
+        """The segmentation head's ``num_classes`` follows the class list where the config leaves it null."""
+        return {"seg": {"num_classes": self.class_info.num_classes}}
 
     def cost_input_size(self) -> tuple[int, int]:
         """``(H, W)`` of the training crop (``data.augment.crop_size`` is [W, H])."""
         w, h = self.augment.crop_size
         return int(h), int(w)
 
+    # ------------------------------------------------------------------ data
+    def samples(self, split: str) -> list[SegSample]:
+        """The image/label pairs of ``split`` (``train``/``val``) in the configured layout."""
+        root = Path(self.data_root)
+        if self.data.format == "cityscapes":
+            return find_samples(root, self.data.split_name(split))
+        return find_folder_samples(root, self.data, split)
+
     def preflight(self) -> None:
         """Both splits pair every image with its label (a file listing, no decoding)."""
         super().preflight()
-        for split in (self.data.train_split, self.data.val_split):
-            find_samples(Path(self.data_root), split)
+        for split in ("train", "val"):
+            self.samples(split)
 
     def check_data(self, report: Any, full: bool = False) -> None:
-        """Every image has its label; the labels (a few per split, or all when ``full``) hold only
-        known ids and have their image's size."""
-        from ...imageio import read_rgb
-        from .dataset import read_label
+        """Images and labels of both splits: files missing or unreadable, label values outside the
+        class list, labels of another size; with ``full`` every file and the pixels per class."""
+        from .checks import check_split
 
-        for split in (self.data.train_split, self.data.val_split):
-            with report.catching():
-                samples = find_samples(Path(self.data_root), split)
-                report.say(f"{split}: {len(samples)} images with labels")
-                for sample in samples if full else samples[:QUICK_LABELS]:
-                    with report.catching():
-                        read_label(sample, read_rgb(sample.image).shape)
+        for split in ("train", "val"):
+            check_split(self, split, report, full)
 
-    def build_dataset(self, split: str, strict_images: bool = False) -> CityscapesDataset:
-        train = split == "train"
-        return CityscapesDataset(self.data_root, self.data.train_split if train else self.data.val_split,
-                                 train=train, augment_cfg=self.augment, seed=int(self.cfg.get("seed", 0)),
-                                 strict_images=strict_images)
+    def build_dataset(self, split: str, strict_images: bool = False) -> SegDataset:
+        return SegDataset(self.samples(split), self.class_info, train=split == "train", augment_cfg=self.augment,
+                          seed=int(self.cfg.get("seed", 0)), strict_images=strict_images, label_kind=self.label_kind)
 
     def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
         logits = outputs["seg"]
@@ -157,11 +162,15 @@ class SegmentationTask(Task):
 
     # ------------------------------------------------------------------ inference
     def _logits(self, model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Class probabilities of one (1,3,h,w) image, upsampled to ``size``, flip-averaged if set."""
+        """Class probabilities of one (1,3,h,w) image, upsampled to ``size``, flip-averaged if set
+        (the mirrored image's left/right classes swapped back first)."""
         ac = self.infer_cfg.align_corners
         out = F.interpolate(model(image)["seg"].float(), size=size, mode="bilinear", align_corners=ac).softmax(1)
         if self.infer_cfg.flip:
             flipped = model(image.flip(3))["seg"].float().flip(3)
+            perm = self.class_info.flip_permutation
+            if perm is not None:
+                flipped = flipped[:, perm]
             out = (out + F.interpolate(flipped, size=size, mode="bilinear", align_corners=ac).softmax(1)) * 0.5
         return out
 
@@ -176,7 +185,7 @@ class SegmentationTask(Task):
         ph, pw = max(ch - h, 0), max(cw - w, 0)
         padded = F.pad(image, (0, pw, 0, ph))
         H, W = padded.shape[-2:]
-        probs = torch.zeros(1, NUM_CLASSES, H, W)
+        probs = torch.zeros(1, self.class_info.num_classes, H, W)
         count = torch.zeros(1, 1, H, W)
         ys = sorted({min(y, H - ch) for y in range(0, max(H - ch, 0) + sh, sh)})
         xs = sorted({min(x, W - cw) for x in range(0, max(W - cw, 0) + sw, sw)})
@@ -189,14 +198,14 @@ class SegmentationTask(Task):
 
     @torch.no_grad()
     def predict_probs(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-        """(1, 19, H, W) class probabilities for a normalised (1, 3, H, W) image."""
+        """(1, num_classes, H, W) class probabilities for a normalised (1, 3, H, W) image."""
         mode = self.infer_cfg.mode
         h, w = image.shape[-2:]
         if mode == "whole":
             return self._logits(model, image, (h, w)).cpu()
         if mode == "slide":
             return self._slide(model, image)
-        total = torch.zeros(1, NUM_CLASSES, h, w)
+        total = torch.zeros(1, self.class_info.num_classes, h, w)
         for s in self.infer_cfg.scales:
             scaled = F.interpolate(image, scale_factor=s, mode="bilinear", align_corners=self.infer_cfg.align_corners)
             p = self._slide(model, scaled)
@@ -206,11 +215,12 @@ class SegmentationTask(Task):
     def evaluate(self, model: nn.Module, out_dir: Optional[Path], device: torch.device,
                  progress: Optional[Callable[[int, int], None]] = None,
                  autocast: Optional[Callable[[], Any]] = None) -> dict[str, float]:
-        """mIoU on the validation split at full resolution (bounded memory: a 19x20 count table)."""
+        """mIoU on the validation split at full resolution (bounded memory: an N x (N+1) count table)."""
         ds = self.build_dataset("val")
         loader = DataLoader(ds, batch_size=1, num_workers=self.data.loader_workers,
                             worker_init_fn=loader_worker_init)
-        cm = ConfusionMatrix(NUM_CLASSES, IGNORE_INDEX, CLASS_NAMES)
+        info = self.class_info
+        cm = ConfusionMatrix(info.num_classes, info.ignore_index, info.names)
         was_training = model.training
         model.eval()
         for i, batch in enumerate(loader):
@@ -227,22 +237,37 @@ class SegmentationTask(Task):
         return stats
 
     def evaluate_file(self, predictions: str | Path, out_dir: Optional[Path] = None) -> dict[str, float]:
-        """Score a folder of Cityscapes labelId PNG predictions (the benchmark submission format)."""
-        return evaluate_prediction_folder(predictions, data_root=self.data_root, split=self.data.val_split,
-                                          out_dir=out_dir)
+        """Score a folder of prediction PNGs: Cityscapes labelIds in the benchmark submission format,
+        or index PNGs named like the validation labels (``<stem><label_suffix>``)."""
+        if self.data.format == "cityscapes" and is_cityscapes(self.class_info):
+            return evaluate_prediction_folder(predictions, data_root=self.data_root,
+                                              split=self.data.split_name("val"), out_dir=out_dir)
+        from .folder_eval import evaluate_label_folder
+
+        return evaluate_label_folder(predictions, lambda: self.samples("val"), self.class_info,
+                                     self.prediction_suffix, out_dir=out_dir)
+
+    @property
+    def prediction_suffix(self) -> str:
+        """How prediction PNGs end: Cityscapes ``_labelIds.png``, else the labels' suffix."""
+        return "_labelIds.png" if self.data.format == "cityscapes" else self.data.label_suffix
 
     def format_metrics(self, stats: Mapping[str, float]) -> str:
-        cm_lines = ["Cityscapes semantic segmentation (19 classes)", f"{'class':16s} {'IoU':>7s}", "-" * 24]
-        for name in CLASS_NAMES:
+        info = self.class_info
+        width = max(16, max(len(n) for n in info.names))
+        title = f"{info.dataset} semantic segmentation" if info.dataset else "Semantic segmentation"
+        lines = [f"{title} ({info.num_classes} classes)", f"{'class':{width}s} {'IoU':>7s}", "-" * (width + 8)]
+        for name in info.names:
             v = stats.get(f"IoU.{name}")
-            cm_lines.append(f"{name:16s} {('   nan' if v is None or v != v else f'{v:7.4f}')}")
-        cm_lines += ["-" * 24, f"{'mIoU':16s} {stats['mIoU']:7.4f}", f"{'aAcc':16s} {stats.get('aAcc', float('nan')):7.4f}"]
-        return "\n".join(cm_lines)
+            lines.append(f"{name:{width}s} {('   nan' if v is None or v != v else f'{v:7.4f}')}")
+        lines += ["-" * (width + 8), f"{'mIoU':{width}s} {stats['mIoU']:7.4f}",
+                  f"{'aAcc':{width}s} {stats.get('aAcc', float('nan')):7.4f}"]
+        return "\n".join(lines)
 
     # ------------------------------------------------------------------ inspection / prediction
     def browse(self, split: str, out_dir: Path, limit: int = 20) -> int:
         """Per sample: an image/label overlay picture and an .npz with ``image`` (uint8 RGB) and
-        ``label`` (uint8 trainIds, 255 = ignore) — full resolution when ``split`` is val."""
+        ``label`` (class ids, ignore_index = ignore) — full resolution when ``split`` is val."""
         import cv2
 
         from .visualize import overlay
@@ -252,16 +277,16 @@ class SegmentationTask(Task):
         n = min(limit, len(ds))
         for i in range(n):
             image, label = ds.load(i)
-            stem = ds.samples[i].image.name[: -len("_leftImg8bit.png")]
-            np.savez_compressed(out_dir / f"{stem}.npz", image=image, label=label.astype(np.uint8))
-            cv2.imwrite(str(out_dir / f"{stem}.jpg"), overlay(image, label)[:, :, ::-1])
+            stem = ds.samples[i].stem.replace("/", "_")
+            np.savez_compressed(out_dir / f"{stem}.npz", image=image, label=label.astype(self.class_info.label_dtype))
+            cv2.imwrite(str(out_dir / f"{stem}.jpg"), overlay(image, label, info=self.class_info)[:, :, ::-1])
         return n
 
     def predict(self, model: nn.Module | Callable[[], nn.Module], source: str, out_dir: Path,
                 boxes: Optional[str] = None, device: torch.device = torch.device("cpu"),
                 det_thr: Optional[float] = None, kpt_thr: Optional[float] = None,
                 max_megapixels: Optional[float] = None, detector: Optional[str] = None) -> dict[str, Any]:
-        """Predict on an image, a folder of images or a video: labelId PNGs and overlays (an overlay
+        """Predict on an image, a folder of images or a video: label PNGs and overlays (an overlay
         video for a video). ``model`` may be a loader, called after the input is checked."""
         from .predict import run_prediction
 
@@ -270,4 +295,3 @@ class SegmentationTask(Task):
         if pose_only:
             raise ConfigError(f"{', '.join(pose_only)} appl{'ies' if len(pose_only) == 1 else 'y'} to pose tasks only")
         return run_prediction(self, model, Path(source), out_dir, device, max_megapixels=max_megapixels)
-
