@@ -26,9 +26,9 @@ _densepred_env() {
       "${pip[@]}" "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
       # The two OpenCV wheels share the cv2/ folder: only the contrib build (pyproject) may stay.
       "$venv/bin/python" -m pip uninstall -q -y opencv-python-headless >/dev/null 2>&1 || true
-      "${pip[@]}" -c "$root/scripts/constraints.txt" -e "$root[test,export,fast-eval]" 2>&1 \
+      "${pip[@]}" -c "$root/scripts/constraints.txt" -e "$root[test,export,fast-eval,tracking,mtl]" 2>&1 \
         | grep -v "^WARNING: Location" || true
-      "$venv/bin/python" -c "import torch, ray, mmengine, cv2, pycocotools, cityscapesscripts, densepred; cv2.HOGDescriptor" \
+      "$venv/bin/python" -c "import torch, ray, mmengine, cv2, pycocotools, cityscapesscripts, mlflow, torchjd, densepred; cv2.HOGDescriptor" \
         || { echo "[env] installation failed" >&2; exit 1; }
       echo "$want" > "$stamp"
     fi

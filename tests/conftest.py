@@ -118,3 +118,14 @@ def tiny_pose_demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_demo") / "coco"
     make_pose_demo(root, num_train_images=6, num_val_images=3, seed=5, progress=False)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and extra threads slow a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

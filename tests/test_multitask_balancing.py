@@ -16,13 +16,7 @@ from densepred.tasks.multitask.delta_m import delta_m, format_delta_table
 NAMES = ["pose", "mask"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and extra threads slow a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _t(value: float, requires_grad: bool = False) -> torch.Tensor:

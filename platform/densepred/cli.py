@@ -123,7 +123,12 @@ def _model_of(cfg: Any) -> Any:
 def _task_config(args: argparse.Namespace):
     from .config import load_config
 
-    return load_config(args.task, args.set)
+    return load_config(args.task, _with_mlflow(args))
+
+
+def _with_mlflow(args: argparse.Namespace) -> list[str]:
+    """The ``--set`` overrides, plus ``tracking.mlflow=true`` for ``--mlflow``."""
+    return [*args.set, "tracking.mlflow=true"] if getattr(args, "mlflow", False) else list(args.set)
 
 
 def _sigterm_as_interrupt() -> None:
@@ -154,17 +159,31 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     if args.keep_errors and not args.resume:
         raise PlatformError("--keep-errors goes with --resume (continue a sweep without retrying its failed trials)")
-    spec = load_space(args.space, args.set, samples=args.samples, concurrent=args.concurrent)
+    spec = load_space(args.space, _with_mlflow(args), samples=args.samples, concurrent=args.concurrent)
     try:
         run_sweep(spec, address=args.address, storage=args.storage, resume=args.resume, keep_errors=args.keep_errors)
     except KeyboardInterrupt:
         again = " ".join(shlex.quote(a) for a in [args.space, "--resume"]
                          + (["--storage", args.storage] if args.storage else [])
                          + (["--address", args.address] if args.address else [])
+                         + (["--mlflow"] if args.mlflow else [])
                          + (["--set", *args.set] if args.set else []))
         print(f"[tune] interrupted: finished trials are kept; continue with: platform tune {again}",
               file=sys.stderr, flush=True)
         return 130
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .engine.run_index import compare_runs, resolve_run, runs_table
+
+    if len(args.folders) > 2:
+        raise PlatformError("platform runs takes a folder (a table of its runs) or two run folders (side by side), "
+                            f"got {len(args.folders)} arguments")
+    if len(args.folders) == 2:
+        print(compare_runs(resolve_run(args.folders[0]), resolve_run(args.folders[1])))
+    else:
+        print(runs_table(Path(args.folders[0] if args.folders else "work_dirs")))
     return 0
 
 
@@ -195,7 +214,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not args.eager:
             from .inference import optimize_for_task
 
-            model, plan = optimize_for_task(task, model, getattr(getattr(task, "data", None), "val_batch_size", 1))
+            model, plan = optimize_for_task(task, model, getattr(getattr(task, "data", None), "val_batch_size", 1),
+                                            precision=args.precision)
             print(plan, flush=True)
         stats = task.evaluate(model, out_dir, torch.device("cpu"),
                               progress=_progress("eval"))
@@ -238,13 +258,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench.official import official_repo
 
     official = official_repo(args.official_repo)  # checked before anything is measured
+    for item in args.checkpoints or []:
+        ckpt = Path(item) / "best.pth" if Path(item).is_dir() else Path(item)
+        if not ckpt.is_file() or not (ckpt.parent / "config.yaml").is_file():
+            raise PlatformError(f"--checkpoints {item}: give a trained run folder (with best.pth and config.yaml) "
+                                "or a checkpoint file inside one")
     if args.out:
         if Path(args.out).is_dir():
             raise PlatformError(f"--out {args.out} is a folder; give a JSON file name, e.g. "
                                 f"{Path(args.out) / 'bench.json'}")
         ensure_out_file(args.out, "--out")
     result, _, _ = run_bench(quick=args.quick, only=args.only, out=Path(args.out) if args.out else None,
-                             official_repo=official)
+                             official_repo=official, checkpoints=[Path(c) for c in args.checkpoints or []] or None)
     return 1 if result["errors"] else 0
 
 
@@ -258,11 +283,12 @@ def _progress(label: str):
 # --------------------------------------------------------------------------- data
 
 #: ``platform data demo --task`` values (besides ``all``): what each writes and where
-DEMO_SETS = ("pose", "mpii", "seg", "custom-pose", "custom-seg")
+DEMO_SETS = ("pose", "mpii", "seg", "custom-pose", "custom-seg", "scenes")
 
 
 def _demo_writers(args: argparse.Namespace) -> dict[str, tuple[str, str, Callable[[Path], dict]]]:
     """--task name -> (what it is, folder under --out, writer)."""
+    from .tasks.dense.scenes_demo import make_scenes_demo
     from .tasks.pose.custom_demo import make_custom_pose_demo
     from .tasks.pose.demo_data import make_pose_demo
     from .tasks.pose.mpii_demo import make_mpii_demo
@@ -280,6 +306,8 @@ def _demo_writers(args: argparse.Namespace) -> dict[str, tuple[str, str, Callabl
             d, num_train=args.pose_train, num_val=args.pose_val, seed=args.seed)),
         "custom-seg": ("segmentation demo with its own classes (folders layout)", "custom_seg",
                        lambda d: make_custom_seg_demo(d, num_train=args.seg_train, num_val=args.seg_val, seed=args.seed)),
+        "scenes": ("indoor scenes: segmentation, depth, normals, boundaries (NYUD-v2 layout)", "scenes",
+                   lambda d: make_scenes_demo(d, num_train=args.scenes_train, num_val=args.scenes_val, seed=args.seed)),
     }
 
 
@@ -353,7 +381,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.eager:
             from .inference import optimize_for_task
 
-            model, plan = optimize_for_task(task, model)
+            model, plan = optimize_for_task(task, model, precision=args.precision)
             print(plan, flush=True)
         return model
 
@@ -488,6 +516,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
                         "(default: ray.storage or work_dir)")
     p.add_argument("--allow-changes", action="store_true",
                    help="with --resume: continue a run although its config changed (the changes are listed)")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log the run to MLflow (tracking.mlflow: true; store: tracking.tracking_uri or "
+                        "<work_dir>/mlflow.db)")
     _add_set(p)
     p.set_defaults(func=cmd_train)
 
@@ -510,8 +541,24 @@ def _add_tune_command(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted sweep: unfinished and failed trials run again (their run folders "
                         "resume from their last checkpoints)")
     p.add_argument("--keep-errors", action="store_true", help="with --resume: do not retry failed trials")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log the sweep to MLflow: one parent run, one child run per trial (store: "
+                        "tracking.tracking_uri or <work_dir or --storage>/mlflow.db)")
     _add_set(p)
     p.set_defaults(func=cmd_tune)
+
+
+def _add_runs_command(sub: argparse._SubParsersAction) -> None:
+    """`platform runs`."""
+    p = sub.add_parser("runs", help="list the runs under a folder, or compare two runs",
+                       description="With no argument or one FOLDER (default work_dirs): one table of the run folders "
+                                   "under it (sweep trials included): task, backbone, epochs done, best metric, "
+                                   "status (running / finished / failed / interrupted / stopped), time. With two run "
+                                   "folders A B: both side by side, with the config keys that differ and their "
+                                   "final metrics.")
+    p.add_argument("folders", nargs="*", metavar="FOLDER", help="a folder of runs, or two run folders (paths, or "
+                                                                 "names inside work_dirs)")
+    p.set_defaults(func=cmd_runs)
 
 
 def _add_eval_command(sub: argparse._SubParsersAction) -> None:
@@ -583,6 +630,9 @@ def _add_eager(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eager", action="store_true",
                    help="run the model as built (default: BatchNorm folded, and channels_last / bf16 / ONNX "
                         "Runtime where a short measurement shows them faster; the choice is printed and cached)")
+    p.add_argument("--precision", choices=["auto", "fp32"], default=None,
+                   help="auto (default, inference.precision): bf16 on a native-bf16 CPU (fp16 on a GPU) where the "
+                        "task's decoded outputs on validation samples agree with fp32; fp32: never reduced")
 
 
 def _add_data_command(sub: argparse._SubParsersAction) -> None:
@@ -598,7 +648,9 @@ def _add_data_command(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--task", choices=["all", *DEMO_SETS], default="all",
                    help="which demo set(s) to write: pose (COCO keypoints), mpii (MPII layout), seg (Cityscapes), "
                         "custom-pose (robot arms: a COCO-format set with a 6-joint skeleton of its own, under "
-                        "custom_pose/), custom-seg (a folders-layout set with 5 classes of its own, under custom_seg/)")
+                        "custom_pose/), custom-seg (a folders-layout set with 5 classes of its own, under custom_seg/), "
+                        "scenes (ray-cast indoor rooms with segmentation, depth, normals and boundaries in the "
+                        "NYUD-v2 multi-task layout, under scenes/)")
     q.add_argument("--pose-train", type=count(1, 100000), default=300, help="pose training images")
     q.add_argument("--pose-val", type=count(1, 100000), default=60, help="pose validation images")
     q.add_argument("--mpii-train", type=count(1, 100000), default=300, help="MPII training persons")
@@ -607,6 +659,8 @@ def _add_data_command(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seg-val", type=count(1, 100000), default=20, help="segmentation validation images")
     q.add_argument("--seg-size", type=count(32, 4096), nargs=2, default=[256, 128], metavar=("W", "H"),
                    help="segmentation image size (default 256 128: Cityscapes' 2:1 at 1/8 scale)")
+    q.add_argument("--scenes-train", type=count(1, 100000), default=200, help="indoor scenes training images")
+    q.add_argument("--scenes-val", type=count(1, 100000), default=50, help="indoor scenes validation images")
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_data_demo)
     q = dsub.add_parser("browse", help="write pictures and .npz of the samples a task feeds the network",
@@ -656,6 +710,10 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="JSON file (default benchmarks/results/<YYYY-MM-DD>-<machine id>.json)")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
                    help=f"run only these sections ({', '.join(SECTIONS)}); train and infer also run peak")
+    p.add_argument("--checkpoints", nargs="+", default=None, metavar="RUN",
+                   help="trained run folders (or checkpoints beside their config.yaml) whose inference paths the "
+                        "paths section compares by AP/mIoU and latency (default: work_dirs/pose_demo and "
+                        "work_dirs/seg_demo)")
     p.add_argument("--official-repo", default=None, metavar="PATH",
                    help="checkout of the official HRNet pose code (git clone https://github.com/leoxiaobin/"
                         "deep-high-resolution-net.pytorch; default $DENSEPRED_OFFICIAL_HRNET): the train section "
@@ -674,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for register in (_add_info_command, _add_models_command, _add_convert_command, _add_train_command,
-                     _add_tune_command, _add_eval_command, _add_predict_command, _add_data_command,
+                     _add_tune_command, _add_runs_command, _add_eval_command, _add_predict_command, _add_data_command,
                      _add_bench_command, _add_export_command, *EXTRA_COMMANDS):
         register(sub)
     return parser

@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "evaluation": ((dict,), "evaluation settings"),
     "inference": ((dict,), "prediction settings"),
     "ray": ((dict,), "Ray Train scaling and failure settings"),
+    "tracking": ((dict,), "experiment tracking: {mlflow: true, tracking_uri, experiment}"),
 }
 
 
@@ -276,6 +277,18 @@ def resolve_paths(cfg: dict, base: Path) -> dict:
 #: what a member of a multi-task config may hold: an ordinary task's own sections. The model,
 #: optimizer, schedule, training and Ray settings are the run's (the multi-task file's).
 MEMBER_KEYS = ("config", "task", "data", "evaluation", "inference", "data_root", "bbox_file")
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def _deep_merge(base: dict, top: Mapping[str, Any]) -> dict:

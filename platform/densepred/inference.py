@@ -6,8 +6,9 @@ this machine and agree with eager fp32:
 
 - ``fold``          folded model, fp32, contiguous (NCHW) tensors
 - ``fold+cl``       the same with channels_last tensors
-- ``fold+cl+bf16``  bf16 autocast: only on CPUs with native bf16 (AVX512-BF16/AMX); on AVX2 it is
-                    ~30x slower, so it is not even measured there
+- ``fold+cl+bf16``  the folded model's weights and activations in bf16: only on CPUs with native
+                    bf16 (AVX512-BF16/AMX); on AVX2 it is ~30x slower, so it is not even measured
+                    there. (Autocast would cast every weight again on every call.)
 - ``ort``           ONNX Runtime (when ``onnxruntime`` is installed), exported with a free batch size
 - ``compile``       ``torch.compile`` of the folded model: only with ``compile=True``, since compiling
                     takes minutes on these CPUs (88 s for a tiny HRNet), far over the measurement budget
@@ -18,7 +19,11 @@ when the warm-ups used the budget) and each keeps its fastest timed call, so a b
 a round, not one candidate, and a first call's one-time costs never count.
 
 Tolerances (max abs difference to eager fp32, relative to the output's max abs value, on the
-example input): fp32 paths 1e-4, bf16 5e-2 (bf16 keeps 8 bits of mantissa). A simpler candidate is
+example input): fp32 paths 1e-4, bf16 5e-2 (bf16 keeps 8 bits of mantissa). Given a task's
+``calibration`` (``precision_check``), a reduced-precision path is judged instead by the task's
+decoded outputs on validation samples (keypoints within a quarter heatmap pixel, the same class per
+pixel); the verdict is cached with the plan, per checkpoint (the key holds a hash of the weights).
+``precision="fp32"`` (``--precision fp32``) never considers reduced precision. A simpler candidate is
 kept unless a more involved one is at least 5% faster. The choice is cached as JSON per machine,
 threads, model signature and input shape in ``cache_dir("inference")`` so the next call skips the
 measurement; a cached plan's line says when it was measured. The module handles any batch size
@@ -52,11 +57,13 @@ from .atomicfile import write_text_atomic
 from .bnfold import fold_batchnorm
 from .cachedir import cache_dir
 from .errors import ConfigError, PlatformError
+from .precision_check import Agreement, Calibration, run_all
 from .speedtest import Runner, Timing, measure_batch, time_candidates
 
 # 2: timed rounds exclude the warm-up call and always run MIN_ROUNDS; plans measured the old way
 # (a single noisy warm-up call could stand for a candidate) are measured again.
-PLAN_VERSION = 2
+# 3: bf16 runs bf16 weights (not autocast); reduced precision judged by the task's calibration.
+PLAN_VERSION = 3
 TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 2e-2}
 MARGIN = 0.05           # a more involved candidate must be this much faster than a simpler one
 BUDGET_S = 10.0         # the measurement's time bound (seconds), unless $DENSEPRED_INFERENCE_BUDGET_S is set
@@ -64,11 +71,12 @@ BUDGET_ENV = "DENSEPRED_INFERENCE_BUDGET_S"
 MIN_ROUNDS = 2          # timed rounds every candidate gets, budget or not (measure_batch sizes for 2)
 MAX_ROUNDS = 5
 # Simplest first: the choice walks this order and moves on only for a clear gain.
-ORDER = ("eager", "fold", "fold+cl", "fold+cl+bf16", "ort", "compile")
+ORDER = ("eager", "fold", "fold+cl", "fold+cl+bf16", "fold+cl+bf16+jit", "ort", "compile")
 CUDA_ORDER = ("eager", "fold", "fold+cl", "fold+cl+fp16", "fold+cl+fp16+graph")
-PRECISION = {"fold+cl+bf16": "bf16", "fold+cl+fp16": "fp16", "fold+cl+fp16+graph": "fp16"}
+PRECISION = {"fold+cl+bf16": "bf16", "fold+cl+bf16+jit": "bf16", "fold+cl+fp16": "fp16",
+             "fold+cl+fp16+graph": "fp16"}
 
-__all__ = ["optimize", "optimize_for_task", "OptimizedModel", "TOLERANCE", "PLAN_VERSION"]
+__all__ = ["optimize", "optimize_for_task", "build_path", "OptimizedModel", "TOLERANCE", "PLAN_VERSION"]
 
 
 class OptimizedModel(nn.Module):
@@ -108,18 +116,22 @@ class OptimizedModel(nn.Module):
 
 
 def optimize(model: nn.Module, example_input: torch.Tensor, *, cache: bool = True, compile: bool = False,
-             budget_s: Optional[float] = None) -> OptimizedModel:
+             budget_s: Optional[float] = None, precision: str = "auto",
+             calibration: Optional[Calibration] = None) -> OptimizedModel:
     """An inference module for inputs like ``example_input`` (N, 3, H, W) with ``model``'s outputs.
     ``model`` itself is not changed. With ``cache`` a plan measured before on this machine for the
     same architecture and input shape is reused instead of measuring again; ``compile`` adds
     ``torch.compile`` to the candidates; ``budget_s`` bounds the measurement (default:
-    ``measure_budget()``)."""
+    ``measure_budget()``). ``precision="fp32"`` leaves out reduced precision; ``calibration`` (the
+    task's, see ``precision_check``) judges reduced precision by the task's decoded outputs."""
+    if precision not in ("auto", "fp32"):
+        raise ConfigError(f"precision must be auto or fp32, got {precision!r}")
     budget = measure_budget() if budget_s is None else budget_s
     example = example_input.detach().float()
     device = example.device
     folded, fold = fold_batchnorm(model)
-    parts = _Parts(model.to(device), folded.to(device), example, compile)
-    key = _plan_key(model, example, compile)
+    parts = _Parts(model.to(device), folded.to(device), example, compile, precision, calibration)
+    key = _plan_key(model, example, compile, precision, calibration)
     path = _plan_file(key) if cache else None
     plan = _read_plan(path, key)
     runner = _rebuild(parts, plan) if plan is not None else None
@@ -136,6 +148,21 @@ def optimize(model: nn.Module, example_input: torch.Tensor, *, cache: bool = Tru
         plan["source"] = "cache"
     plan["cache_file"] = str(path) if path is not None else None
     return _wrap(parts, runner, plan)
+
+
+def build_path(model: nn.Module, example_input: torch.Tensor, name: str) -> tuple[Optional[OptimizedModel], str]:
+    """One candidate path by name (``fold``, ``fold+cl``, ``fold+cl+bf16``, ``ort``, ...) without
+    measuring or choosing: for comparing every path's accuracy and speed (``platform bench``).
+    Returns the module, or None and why the path is not possible here."""
+    example = example_input.detach().float()
+    folded, fold = fold_batchnorm(model)
+    parts = _Parts(model.to(example.device), folded.to(example.device), example, False)
+    run, why = _build(name, parts)
+    if run is None:
+        return None, why
+    plan = {"path": name, "precision": PRECISION.get(name, "fp32"), "runtime": _RUNTIME.get(name, "torch"),
+            "fold_note": fold.describe(), "source": "built", "device": str(example.device)}
+    return _wrap(parts, run, plan), ""
 
 
 def measure_budget() -> float:
@@ -163,6 +190,28 @@ def _torch_runner(module: nn.Module, channels_last: bool = False, bf16: bool = F
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), _autocast(x.device, bf16, fp16):
             out = module(x)
+        return _as_eager(out)
+    return run
+
+
+def _bf16_runner(module_cl: nn.Module, example: Optional[torch.Tensor] = None) -> Runner:
+    """The channels_last module with bf16 weights, fed bf16 inputs; outputs come back fp32. With
+    ``example`` the module is traced and frozen for it (TorchScript: oneDNN fuses each convolution
+    with its ReLU and additions, which matters most at batch 1)."""
+    low = copy.deepcopy(module_cl).to(torch.bfloat16)
+    if example is not None:
+        x = example[:1].to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        import warnings
+
+        # TorchScript is deprecated in favour of torch.compile, which takes minutes on these CPUs;
+        # it still ships, and a failure only removes this candidate.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            low = torch.jit.freeze(torch.jit.trace(low.eval(), x, strict=False, check_trace=False))
+
+    def run(x: torch.Tensor) -> Any:
+        with torch.no_grad():
+            out = low(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
         return _as_eager(out)
     return run
 
@@ -206,8 +255,10 @@ class _GraphRunner:
 class _Parts:
     """What the candidates are built from; the channels_last copy is made once and shared."""
 
-    def __init__(self, model: nn.Module, folded: nn.Module, example: torch.Tensor, compile: bool):
+    def __init__(self, model: nn.Module, folded: nn.Module, example: torch.Tensor, compile: bool,
+                 precision: str = "auto", calibration: Optional[Calibration] = None):
         self.model, self.folded, self.example, self.compile = model, folded, example, compile
+        self.precision, self.calibration = precision, calibration
         self.cuda = example.device.type == "cuda"
         self._cl: Optional[nn.Module] = None
 
@@ -232,12 +283,21 @@ def _build(name: str, parts: _Parts) -> tuple[Optional[Runner], str]:
         return _torch_runner(parts.folded), ""
     if name == "fold+cl":
         return _torch_runner(parts.folded_cl, channels_last=True), ""
+    if name in PRECISION and parts.precision == "fp32":
+        return None, "precision fp32 asked for (--precision fp32)"
     if parts.cuda:
         return _build_cuda(name, parts)
     if name == "fold+cl+bf16":
         if not loop.cpu_has_fast_bf16():
             return None, "no native bf16 on this CPU (bf16 would be far slower than fp32)"
-        return _torch_runner(parts.folded_cl, channels_last=True, bf16=True), ""
+        return _bf16_runner(parts.folded_cl), ""
+    if name == "fold+cl+bf16+jit":
+        if not loop.cpu_has_fast_bf16():
+            return None, "no native bf16 on this CPU (bf16 would be far slower than fp32)"
+        try:
+            return _bf16_runner(parts.folded_cl, parts.example), ""
+        except Exception as e:  # noqa: BLE001 - a model that does not trace only loses this candidate
+            return None, f"TorchScript tracing failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
     if name == "ort":
         return _ort_runner(parts.folded, parts.example)
     if not parts.compile:
@@ -299,15 +359,33 @@ def _measure(parts: _Parts, budget_s: float) -> tuple[dict[str, Any], dict[str, 
     for name, out in timing.outputs.items():
         rel[name] = _rel_diff(timing.outputs["eager"], out)
         tol = tolerance(name, parts.cuda)
-        if rel[name] > tol:
+        if rel[name] > tol and not (name in PRECISION and parts.calibration is not None):
             failed[name] = f"outputs differ from eager fp32 by {rel[name]:.1e} of their scale (tolerance {tol:g})"
+    agreement = _calibrate(parts, runners, [n for n in timing.outputs if n in PRECISION and n not in failed])
+    for name, agreed in agreement.items():
+        if not agreed.ok:
+            failed[name] = f"its decoded outputs disagree with fp32: {agreed.describe()}"
     best = choose({n: ms for n, ms in timing.ms.items() if n not in failed}, parts.order)
     plan = {"version": PLAN_VERSION, "path": best, "precision": PRECISION.get(best, "fp32"),
             "runtime": _RUNTIME.get(best, "torch"), "measured_batch": batch, "rounds": timing.rounds,
             "ms": {n: round(v, 3) for n, v in timing.ms.items()},
             "rel_diff": {n: float(f"{v:.3g}") for n, v in rel.items()}, "failed": failed, "skipped": skipped,
-            "tolerance": dict(TOLERANCE), "measure_s": round(timing.seconds, 2)}
+            "tolerance": dict(TOLERANCE), "measure_s": round(timing.seconds, 2),
+            "agreement": {n: a.as_dict() for n, a in agreement.items()}}
+    if parts.calibration is not None and agreement:
+        plan["calibration"] = parts.calibration.describe()
     return plan, runners
+
+
+def _calibrate(parts: _Parts, runners: dict[str, Runner], names: list[str]) -> dict[str, Agreement]:
+    """The task's verdict on each reduced-precision candidate in ``names`` (none without a calibration)."""
+    from .precision_check import check
+
+    calibration = parts.calibration
+    if calibration is None or not names:
+        return {}
+    reference = run_all(runners["eager"], calibration.batches)
+    return {name: check(calibration, reference, runners[name]) for name in names}
 
 
 _RUNTIME = {"ort": "onnxruntime", "compile": "torch.compile"}
@@ -405,6 +483,11 @@ def _rebuild(parts: _Parts, plan: dict[str, Any]) -> Optional[Runner]:
         return None
     finally:
         parts.model.train(was_training)
+    if (plan.get("agreement") or {}).get(name, {}).get("ok"):
+        # judged on the task's outputs for these very weights (the key holds their hash): the raw
+        # tolerance does not apply, a broken path (shapes, NaN) still measures again
+        diff = _rel_diff(ref, out)
+        return run if diff == diff and diff != float("inf") else None
     return run if _rel_diff(ref, out) <= tolerance(name, parts.cuda) else None
 
 
@@ -417,8 +500,10 @@ def _wrap(parts: _Parts, runner: Runner, plan: dict[str, Any]) -> OptimizedModel
 
 # --------------------------------------------------------------------------- the plan cache
 
-def _plan_key(model: nn.Module, x: torch.Tensor, compile: bool) -> dict[str, Any]:
-    """Everything the choice depends on: machine, threads, library versions, architecture, shape."""
+def _plan_key(model: nn.Module, x: torch.Tensor, compile: bool, precision: str = "auto",
+              calibration: Optional[Calibration] = None) -> dict[str, Any]:
+    """Everything the choice depends on: machine, threads, library versions, architecture, shape,
+    and with a calibration the weights and the calibration itself (its verdict is theirs)."""
     from importlib import metadata
 
     from .engine import loop
@@ -433,7 +518,9 @@ def _plan_key(model: nn.Module, x: torch.Tensor, compile: bool) -> dict[str, Any
     return {"version": PLAN_VERSION, "gpu": gpu, "cpu": cpu, "flags": flags, "fast_bf16": loop.cpu_has_fast_bf16(),
             "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "onnxruntime": ort, "compile": bool(compile), "model": model_signature(model),
-            "input": list(x.shape)}
+            "input": list(x.shape), "precision": precision,
+            "weights": weights_hash(model) if calibration is not None else None,
+            "calibration": calibration.key if calibration is not None else None}
 
 
 def model_signature(model: nn.Module) -> str:
@@ -443,6 +530,16 @@ def model_signature(model: nn.Module) -> str:
         h.update(f"{name}:{type(m).__qualname__};".encode())
     for name, t in model.state_dict().items():
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+    return h.hexdigest()[:32]
+
+
+def weights_hash(model: nn.Module) -> str:
+    """A hash of the weights themselves (a checkpoint's identity)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16
+                 else t.detach().cpu().float().numpy().tobytes())
     return h.hexdigest()[:32]
 
 
@@ -492,7 +589,18 @@ def describe_plan(plan: dict[str, Any]) -> str:
         cached = f", cached in {plan['cache_file']}" if plan.get("cache_file") else ""
         origin = f"measured in {plan.get('measure_s', 0):.1f} s{cached}"
     return (f"inference: {path} ({plan['runtime']}, {plan['precision']}), {plan.get('fold_note', '')}{speed}"
-            f"{'; skipped ' + skipped if skipped else ''}{'; failed ' + failed if failed else ''}; {origin}")
+            f"{_agreement_note(plan)}{'; skipped ' + skipped if skipped else ''}"
+            f"{'; failed ' + failed if failed else ''}; {origin}")
+
+
+def _agreement_note(plan: dict[str, Any]) -> str:
+    """What the task's calibration said about each reduced-precision candidate."""
+    notes = []
+    for name, a in sorted((plan.get("agreement") or {}).items()):
+        verdict = "agrees with fp32" if a["ok"] else "refused"
+        notes.append(f"{PRECISION.get(name, name)} {verdict} on {plan.get('calibration', 'the calibration')}: "
+                     f"{a['fraction']:.2%} {a['what']} (needs {a['required']:.1%})")
+    return "".join(f"; {n}" for n in notes)
 
 
 def _measured_date(plan: dict[str, Any]) -> str:
@@ -504,14 +612,28 @@ def _measured_date(plan: dict[str, Any]) -> str:
         return "at an unknown time"
 
 
-def optimize_for_task(task: Any, model: nn.Module, batch: int = 1) -> tuple[nn.Module, str]:
+def optimize_for_task(task: Any, model: nn.Module, batch: int = 1,
+                      precision: Optional[str] = None) -> tuple[nn.Module, str]:
     """``optimize`` for a task's network input (``task.cost_input_size()``, a random example of
-    ``batch`` inputs); ``(module, one line saying what was chosen)``. A task without a fixed input
-    size keeps the eager model."""
+    ``batch`` inputs) with the task's calibration from its validation split where reduced precision
+    is possible here; ``(module, one line saying what was chosen)``. ``precision`` (``--precision``)
+    overrides ``inference.precision``. A task without a fixed input size keeps the eager model."""
     try:
         h, w = task.cost_input_size()
     except NotImplementedError:
         return model, f"inference: eager ({type(task).__name__} has no fixed input size to measure at)"
     example = torch.randn(max(1, int(batch)), 3, int(h), int(w), generator=torch.Generator().manual_seed(0))
-    optimized = optimize(model, example)
+    settings = task.precision_settings()
+    precision = precision or settings.precision
+    calibration = task.calibration(settings) if precision == "auto" and reduced_precision_possible() else None
+    optimized = optimize(model, example, precision=precision, calibration=calibration)
     return optimized, optimized.describe()
+
+
+def reduced_precision_possible(device: Optional[torch.device] = None) -> bool:
+    """Whether this machine has a reduced-precision path worth checking (native bf16, or a GPU)."""
+    from .engine import loop
+
+    if device is not None and device.type == "cuda":
+        return True
+    return loop.cpu_has_fast_bf16()

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-SECTIONS = ("peak", "train", "infer", "data", "eval", "startup")
+SECTIONS = ("peak", "train", "infer", "paths", "data", "eval", "startup")
 NEEDS_PEAK = ("train", "infer")  # their fractions of peak divide by the peak of the same run
 REPO = Path(__file__).resolve().parents[3]
 
@@ -37,14 +37,15 @@ def sections_to_run(only: Optional[Sequence[str]]) -> list[str]:
 
 
 def _run_section(name: str, quick: bool, result: dict[str, Any], log: Callable[[str], None],
-                 official_repo: Optional[Path] = None) -> Any:
-    from . import data, evaluation, infer, peak, startup, train
+                 official_repo: Optional[Path] = None, checkpoints: Optional[Sequence[Path]] = None) -> Any:
+    from . import data, evaluation, infer, paths, peak, startup, train
 
     if name in NEEDS_PEAK and "error" in result["peak"]:
         raise RuntimeError("the peak section failed, so there is no peak to divide by")
     runners = {"peak": lambda: peak.run_peak(quick, log),
                "train": lambda: train.run_train(quick, result["peak"], log, official_repo),
-               "infer": lambda: infer.run_infer(quick, result["peak"], log),
+               "infer": lambda: infer.run_infer(quick, result["peak"], log, official_repo),
+               "paths": lambda: paths.run_paths(quick, log, checkpoints),
                "data": lambda: data.run_data(quick, log),
                "eval": lambda: evaluation.run_eval(quick, log),
                "startup": lambda: startup.run_startup(quick, log)}
@@ -53,12 +54,15 @@ def _run_section(name: str, quick: bool, result: dict[str, Any], log: Callable[[
 
 def run_bench(quick: bool = False, only: Optional[Sequence[str]] = None, out: Optional[Path] = None,
               log: Callable[[str], None] = print,
-              official_repo: Optional[Path] = None) -> tuple[dict[str, Any], Path, Optional[Path]]:
+              official_repo: Optional[Path] = None,
+              checkpoints: Optional[Sequence[Path]] = None) -> tuple[dict[str, Any], Path, Optional[Path]]:
     """Run the sections, write the JSON (and the chart next to it, ``.png``); returns
     ``(result, json path, chart path or None)``. A failing section is recorded as
     ``{"error": ...}`` (also under ``errors``) and the others still run. ``official_repo``, a
-    checkout of the official HRNet pose code, adds its fp32 training step to ``train``
-    (``bench.official``); a wrong path is a ``ConfigError`` before anything is measured."""
+    checkout of the official HRNet pose code, adds its fp32 training step to ``train`` and its fp32
+    eager W32 inference to ``infer`` (``bench.official``); a wrong path is a ``ConfigError`` before
+    anything is measured. ``checkpoints`` (run folders or checkpoint files) are the trained models
+    whose inference paths ``paths`` compares (default: the demo run folders in work_dirs/)."""
     from .. import __version__
     from .machine import machine_info
     from .report import table, write_chart, write_json
@@ -78,7 +82,7 @@ def run_bench(quick: bool = False, only: Optional[Sequence[str]] = None, out: Op
             log(f"[bench] {name} ...")
             t_section = time.perf_counter()
             try:
-                result[name] = _run_section(name, quick, result, log, official_repo)
+                result[name] = _run_section(name, quick, result, log, official_repo, checkpoints)
             except Exception as e:  # one broken section should not hide the others' numbers
                 message = f"{type(e).__name__}: {' '.join(str(e).split())[:400]}"
                 result[name], result["errors"][name] = {"error": message}, message

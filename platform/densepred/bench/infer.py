@@ -93,8 +93,10 @@ def optimise_budget(quick: bool) -> Iterator[None]:
         os.environ.pop(BUDGET_ENV, None)
 
 
-def run_infer(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """One entry per model: ``eager_fp32`` and ``optimised`` (or null with ``optimised_error``)."""
+def run_infer(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = print,
+              official_repo: Optional[Any] = None) -> dict[str, Any]:
+    """One entry per model: ``eager_fp32`` and ``optimised`` (or null with ``optimised_error``);
+    with ``official_repo`` the W32 entry also times the official code's model, eager fp32."""
     optimize, why = load_optimize()
     threads, probe = choose_threads()
     log(f"  infer threads: {threads} (probe ms by threads: {probe['probe_ms']})")
@@ -102,6 +104,8 @@ def run_infer(quick: bool, peak: dict[str, Any], log: Callable[[str], None] = pr
     with torch_threads(threads), optimise_budget(quick):
         for case, batch, budget in (QUICK if quick else FULL):
             entries.append(infer_entry(case, batch, budget, optimize, why, threads, peak))
+            if official_repo is not None and case.name == "pose_hrnet_w32":
+                add_official(entries[-1], official_repo, case, batch, budget, peak, threads)
             log(entry_line(entries[-1]))
     return {"models": entries, "quick_inputs_reduced": quick, "threads": threads, "thread_probe": probe,
             "flops": "forward FLOPs (densepred.cost.count_gflops) x img/s; peak: the path's own precision "
@@ -125,6 +129,26 @@ def infer_entry(case: ModelCase, batch: int, budget: float, optimize: Optional[C
         except Exception as e:  # the optimised path is someone else's: record, keep going
             entry["optimised_error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
     return entry
+
+
+def add_official(entry: dict[str, Any], repo: Any, case: ModelCase, batch: int, budget: float,
+                 peak: dict[str, Any], threads: int) -> None:
+    """The official code's W32 (eager, fp32, NCHW) timed like ours, and our optimised path's
+    batch-1 speed-up over it (the figure the README's target is about)."""
+    from .official import build_official_w32
+
+    try:
+        model = build_official_w32(repo, is_train=False).eval()
+        entry["official_eager_fp32"] = measure_path(model, case, batch, budget, entry["forward_gflop_per_img"],
+                                                    peak, "fp32", threads)
+    except Exception as e:  # the official code is not ours: record, keep going
+        entry["official_eager_fp32"] = None
+        entry["official_error"] = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+        return
+    opt = entry.get("optimised")
+    if opt:
+        entry["speedup_vs_official_b1"] = rounded(entry["official_eager_fp32"]["latency_ms_batch1"]
+                                                  / max(opt["latency_ms_batch1"], 1e-9))
 
 
 def entry_line(entry: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..atomicfile import write_atomic, write_text_atomic
+from ..atomicfile import write_text_atomic
+from ..charts import new_figure, save_png
 
 
 def _fmt(x: Any, spec: str = ".3g") -> str:
@@ -83,6 +84,10 @@ def infer_lines(infer: dict[str, Any]) -> list[str]:
 
         lines.append(f"{label:40s}{pair('latency_ms_batch1'):>15s} {eager['batch']:>6d} {pair('img_per_s'):>15s} "
                      f"{pair('fraction_of_peak', '.0%'):>13s}")
+        official = e.get("official_eager_fp32")
+        if official:
+            lines.append(f"    official code, eager fp32: {_fmt(official['latency_ms_batch1'], '.4g')} ms (b1); "
+                         f"optimised is {_fmt(e.get('speedup_vs_official_b1'), '.3g')}x faster at batch 1")
         if e["optimised"]:
             precision = opt.get("precision", "fp32")
             lines.append(f"    optimised path ({precision}; fraction of the {precision} peak): "
@@ -90,6 +95,24 @@ def infer_lines(infer: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"    optimised: none ({e['optimised_error'][:100]})")
     return lines + [threads_line(infer)]
+
+
+def paths_lines(paths: dict[str, Any]) -> list[str]:
+    """Per trained checkpoint: each inference path's metric on the validation split and latency."""
+    if "skipped" in paths:
+        return [f"paths: skipped ({paths['skipped']})"]
+    lines = [f"{'inference paths of trained models':40s}{'metric':>14s} {'vs eager':>9s} {'b1 ms':>9s} {'speed-up':>9s}"]
+    for m in paths["models"]:
+        lines.append(f"  {m['checkpoint']} ({m['task']}, {m['input_hw'][0]}x{m['input_hw'][1]})")
+        for r in m["rows"]:
+            if "skipped" in r:
+                lines.append(f"    {r['path']:36s}skipped: {r['skipped'][:70]}")
+                continue
+            lines.append(f"    {r['path'] + ' (' + r['precision'] + ')':36s}{r['metric'] + ' ' + _fmt(r['value'], '.4f'):>14s} "
+                         f"{r.get('delta_vs_eager', 0.0):>+9.4f} {_fmt(r['latency_ms_batch1'], '.4g'):>9s} "
+                         f"{_fmt(r.get('speedup_vs_eager'), '.3g') + 'x':>9s}")
+        lines.append(f"    chosen by the precision check: {m['chosen'][:400]}")
+    return lines
 
 
 def data_lines(data: dict[str, Any]) -> list[str]:
@@ -126,7 +149,8 @@ def startup_lines(st: dict[str, Any]) -> list[str]:
             f"(whole command {st['command_s']:.3g} s, local Ray){extra}"]
 
 
-SECTION_LINES = {"peak": peak_lines, "train": train_lines, "infer": infer_lines, "data": data_lines,
+SECTION_LINES = {"peak": peak_lines, "train": train_lines, "infer": infer_lines, "paths": paths_lines,
+                 "data": data_lines,
                  "eval": eval_lines, "startup": startup_lines}
 
 
@@ -169,16 +193,11 @@ def chart_rows(result: dict[str, Any]) -> list[tuple[str, float, float]]:
 
 def write_chart(path: Path, result: dict[str, Any]) -> bool:
     """Two bar panels (img/s on a log axis, fraction of peak); False when nothing to draw."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     rows = chart_rows(result)
     if not rows:
         return False
     labels, rates, fractions = zip(*rows)
-    fig = Figure(figsize=(12, 1.2 + 0.45 * len(rows)), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_rate, ax_frac = fig.subplots(1, 2, sharey=True)
+    fig, (ax_rate, ax_frac) = new_figure(12, 1.2 + 0.45 * len(rows), ncols=2, dpi=100, sharey=True)
     from matplotlib.ticker import NullFormatter
 
     ys = list(range(len(rows)))
@@ -196,7 +215,7 @@ def write_chart(path: Path, result: dict[str, Any]) -> bool:
     fig.suptitle(f"densepred bench {result['date']}{' (quick)' if result['quick'] else ''}: {m['cpu_model']} "
                  f"({m['threads']} threads available; used: train {threads['train']}, infer {threads['infer']})",
                  fontsize=10)
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
+    save_png(fig, path)
     return True
 
 

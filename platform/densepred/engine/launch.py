@@ -18,7 +18,9 @@ from .loop import TrainSettings, run_dir_of, train_worker
 from .preflight import preflight
 from .run_config import check_rerun, describe, write_run_config
 from .run_state import CKPT_FILE, STOPPED, read_latest, read_stopped
+from .run_record import begin_run, end_run
 from .runlog import RunLog
+from ..tracking.settings import MlflowTarget, tracking_target
 
 
 @dataclass
@@ -170,6 +172,8 @@ class LaunchPlan:
     address: Optional[str]
     command: str                 # how the user can continue this run
     min_workers: int = 0         # < workers: elastic
+    primary_metric: Optional[str] = None  # the task's metric (best.pth, curves)
+    tracking: Optional[MlflowTarget] = None  # the MLflow store, when tracking is on
 
     @property
     def elastic(self) -> bool:
@@ -213,7 +217,8 @@ def plan_run(cfg: dict, workers: Optional[int], use_gpu: Optional[bool], address
     changes = check_rerun(run_dir, cfg, resume, allow_changes)
     plan = LaunchPlan(cfg, run_dir, settings, train_settings, max_workers,
                       settings.use_gpu if use_gpu is None else use_gpu, address or settings.address,
-                      resume_command(run_dir, workers, use_gpu, address), min_workers)
+                      resume_command(run_dir, workers, use_gpu, address), min_workers,
+                      task.primary_metric, tracking_target(_with_sources(cfg, loaded), run_dir.parent))
     return plan, changes
 
 
@@ -380,21 +385,26 @@ def train(cfg: dict, workers: Optional[int] = None, use_gpu: Optional[bool] = No
             f"{'GPU' if plan.use_gpu else 'CPU'}, "
             + (f"{ts.iters} iterations" if ts.iters else f"{ts.epochs} epoch(s)")
             + f", up to {plan.settings.max_failures} worker-group restart(s)")
+    record = begin_run(plan)
     try:
-        result = fit_interruptibly(build_trainer(plan, cpus, extra={"t_start": t_start}))
+        result = fit_interruptibly(build_trainer(plan, cpus, extra={"t_start": t_start, **record.worker_config()}))
     except KeyboardInterrupt:
         log.say(f"[train] interrupted: stopping the workers. Finished epochs are kept in {plan.run_dir}; "
                 f"continue with: {plan.command}")
+        end_run(record, "interrupted", "Ctrl-C or SIGTERM")
         shutdown_ray()
         raise
     except Exception as e:
         err = user_error(e)
         log.say(f"[train] failed: {err}")
+        end_run(record, "failed", str(err))
         raise err from None
     stopped = read_stopped(plan.run_dir)
     if stopped:
         log.say(f"[train] failed: training stopped: {stopped['reason']}")
+        end_run(record, "failed", f"training stopped: {stopped['reason']}")
         raise PlatformError(f"training stopped: {stopped['reason']}")
+    end_run(record, "finished")
     return summarize(plan, dict(result.metrics or {}), log)
 
 

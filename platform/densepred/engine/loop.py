@@ -334,7 +334,7 @@ def _train_worker(config: dict) -> None:
         done = {"epoch": progress.start_epoch, "best": progress.best, "already_finished": True}
         ray.train.report({k: v for k, v in done.items() if v is not None})
         return
-    run.metrics_log = MetricsLog(run_dir) if rank == 0 else None
+    run.metrics_log = MetricsLog(run_dir, mlflow=config.get("mlflow")) if rank == 0 else None
     eval_interval = run.task.eval_interval
     progress.t_run = time.time()
     try:
@@ -584,7 +584,8 @@ def _forward_backward(run: _Run, progress: _Progress, stats: _EpochStats, batch:
     with sync:
         with run.autocast():
             outputs = model(images)
-        ctx = StepContext(model=run.core, epoch=epoch, global_step=progress.global_step, world=world)
+        ctx = StepContext(model=run.core, epoch=epoch, global_step=progress.global_step, world=world,
+                          accumulate=settings.accumulate, step_end=step_now)
         loss, logs = run.task.train_loss(outputs, batch, ctx)
         bad = any_worker(not bool(torch.isfinite(loss)), world, device)
         if bad:
@@ -598,8 +599,8 @@ def _forward_backward(run: _Run, progress: _Progress, stats: _EpochStats, batch:
             stats.skipped += 1
             run.log.say(f"[train] non-finite loss at {where}: batch skipped ({stats.skipped} this epoch)")
         else:
-            loss_for_grad = loss / settings.accumulate
-            (run.scaler.scale(loss_for_grad) if run.scaler is not None else loss_for_grad).backward()
+            # The task back-propagates (plain backward by default; see Task.backward).
+            logs = {**logs, **run.task.backward(loss / settings.accumulate, ctx, run.scaler)}
             stats.add_loss(loss, len(images))
             stats.add_logs(logs, len(images))
     return bad

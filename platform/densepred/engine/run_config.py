@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..atomicfile import write_text_atomic
+from ..config import flatten
 from ..errors import ConfigError
 
 CONFIG_FILE = "config.yaml"
@@ -19,21 +20,9 @@ CONFIG_FILE = "config.yaml"
 # Keys (or key prefixes) that change how long or how verbosely a run goes, not what it learns.
 SAFE_TO_CHANGE = ("train.epochs", "train.iters", "train.max_iters", "train.log_interval",
                   "train.keep_checkpoints", "train.checkpoint_interval", "evaluation.interval",
-                  "data.loader_workers", "data.val_batch_size", "ray", "work_dir", "run_name")
+                  "data.loader_workers", "data.val_batch_size", "ray", "work_dir", "run_name", "tracking")
 # Keys that define what the checkpoints are: never changed within one run.
 FIXED = ("task.type", "model")
-
-
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -85,3 +74,13 @@ def check_rerun(run_dir: Path, cfg: Mapping[str, Any], resume: bool, allow_chang
 def write_run_config(run_dir: Path, cfg: Mapping[str, Any]) -> None:
     """Save the resolved config the run uses now (it is what the next re-run is compared with)."""
     write_text_atomic(run_dir / CONFIG_FILE, yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def backbone_label(cfg: Mapping[str, Any]) -> str:
+    """A short name of a config's backbone: ``HRNet w32``, ``HRNet w16``, ``ResNet 50``, ``StackedHourglass 2``."""
+    bb = ((cfg.get("model") or {}).get("backbone") or {}) if isinstance(cfg, Mapping) else {}
+    if not isinstance(bb, Mapping) or not bb.get("type"):
+        return "?"
+    size = bb.get("arch") or (f"w{bb['width']}" if bb.get("width") else None) or bb.get("depth") \
+        or bb.get("nstack")
+    return f"{bb['type']} {size}" if size is not None else str(bb["type"])

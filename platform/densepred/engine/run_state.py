@@ -7,6 +7,7 @@ Layout of a run folder (``<storage>/<run_name>``, shared by all nodes on a clust
     unregistered.json                  epoch checkpoints Ray never registered (retention is ours)
     latest.json                        the platform's record of the newest complete checkpoint
     stopped.json                       why the last attempt stopped early, if it did
+    status.json                        running / finished / failed / interrupted / stopped, and times
     best.pth                           the best weights by the task's metric (never pruned)
     logs/                              train.log, metrics.jsonl, faults.txt, tensorboard/
 
@@ -18,7 +19,9 @@ checkpoint that Ray had no time to register before a hard crash is still found.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,9 @@ LATEST = "latest.json"
 CHECKPOINTS = "checkpoints"
 UNREGISTERED = "unregistered.json"  # checkpoints Ray never registered (for retention)
 STOPPED = "stopped.json"  # why the workers ended the run early (non-finite loss, too many faults)
+STATUS = "status.json"    # the driver's record of the run's state, for `platform runs`
+#: a run's states: "stopped" is a sweep trial ended early by its scheduler
+STATES = ("running", "finished", "failed", "interrupted", "stopped")
 
 
 def epoch_dir_name(epoch: int) -> str:
@@ -173,3 +179,60 @@ def find_resume_point(run_dir: Path, ray_dir: Optional[Path],
         except CheckpointError as e:
             warn(f"[resume] skipping a damaged checkpoint: {e}")
     return None
+
+
+def write_status(run_dir: Path, status: str, reason: Optional[str] = None, metric: Optional[str] = None) -> None:
+    """Record the run's state. ``running`` starts a clock (which process, since when); the other
+    states stop it and add the time to ``elapsed_s`` (summed over every start of the run).
+    ``metric`` names the task's metric (the one ``best`` in metrics.jsonl follows)."""
+    assert status in STATES, status
+    rec = _read_record(run_dir / STATUS, "status") or {}
+    now = time.time()
+    if metric:
+        rec["metric"] = metric
+    if status == "running":
+        rec.update(status=status, started=now, host=socket.gethostname(), pid=os.getpid(), reason=None,
+                   first_started=rec.get("first_started", now))
+    else:
+        if rec.get("status") == "running":
+            started = float(rec.get("started", now))
+            mine = rec.get("pid") == os.getpid() and rec.get("host") == socket.gethostname()
+            # another process ends it (a sweep ending a stopped trial): it ran until its last log line
+            end = now if mine else min(now, max(started, _last_activity(run_dir)))
+            rec["elapsed_s"] = float(rec.get("elapsed_s", 0.0)) + max(0.0, end - started)
+        rec.update(status=status, ended=now, reason=reason)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / STATUS, rec)
+
+
+def read_status(run_dir: Path) -> Optional[dict]:
+    """The run's recorded state; a ``running`` run whose process on this machine is gone (killed
+    hard) reads as ``interrupted``."""
+    rec = _read_record(run_dir / STATUS, "status")
+    if rec and rec["status"] == "running" and not _owner_alive(rec):
+        rec = {**rec, "status": "interrupted", "reason": "its process ended without a word (killed)"}
+    return rec
+
+
+def _owner_alive(rec: dict) -> bool:
+    """Whether the process that marked a run as running still runs (assumed so on another machine)."""
+    return rec.get("host") != socket.gethostname() or _alive(int(rec.get("pid", 0)))
+
+
+def _last_activity(run_dir: Path) -> float:
+    """When the run last wrote a log line or metric (the end of a run whose process was killed)."""
+    times = [p.stat().st_mtime for p in (run_dir / "logs" / "train.log", run_dir / "logs" / "metrics.jsonl")
+             if p.is_file()]
+    return max(times, default=0.0)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True

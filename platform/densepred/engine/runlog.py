@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 
 class RunLog:
@@ -36,9 +36,14 @@ class RunLog:
 
 
 class MetricsLog:
-    """Metrics to a JSONL file and TensorBoard (rank 0 only)."""
+    """Metrics to a JSONL file, TensorBoard and, when tracking is on, the run's MLflow run (rank 0
+    only; ``mlflow`` is the driver's ``MlflowTarget`` as a dict)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, mlflow: Optional[dict] = None):
+        self.mlflow = None
+        if mlflow:
+            from ..tracking.settings import MlflowTarget
+            self.mlflow = MlflowTarget(**mlflow)
         self.dir = run_dir / "logs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = open(self.dir / "metrics.jsonl", "a")
@@ -51,6 +56,9 @@ class MetricsLog:
     def write(self, step: int, record: dict) -> None:
         self.jsonl.write(json.dumps({"step": step, "time": time.time(), **record}) + "\n")
         self.jsonl.flush()
+        if self.mlflow is not None and isinstance(record.get("epoch"), int):
+            from ..tracking.mlflow_run import log_epoch
+            log_epoch(self.mlflow, record, step=record["epoch"])
         if self.tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "epoch":
@@ -66,3 +74,21 @@ class MetricsLog:
         self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of ``logs/metrics.jsonl``, one per epoch (the last one written: an epoch that ran
+    again after a restart replaces the earlier try), in epoch order. Unreadable lines are skipped."""
+    by_epoch: dict[int, dict] = {}
+    try:
+        lines = (Path(run_dir) / "logs" / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line cut by a hard kill
+            continue
+        if isinstance(record, dict) and isinstance(record.get("epoch"), int):
+            by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]

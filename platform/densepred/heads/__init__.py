@@ -4,3 +4,4 @@ from .hrnetv2_seg import HRNetV2SegHead  # noqa: F401
 from .deconv import DeconvHead  # noqa: F401
 from .hourglass_head import StackedHeatmapHead  # noqa: F401
 from .mask import MaskHead  # noqa: F401
+from .dense import DenseHead  # noqa: F401

@@ -12,13 +12,15 @@ from torch.utils.data import Dataset
 
 @dataclass
 class StepContext:
-    """What a task's training loss may need beyond outputs and batch (GradNorm needs the model to
-    reach its last shared layer)."""
+    """What a task's training loss and backward may need beyond outputs and batch (GradNorm needs
+    the model to reach its last shared layer; gradient aggregation needs the step's shape)."""
 
     model: nn.Module       # the bare model (not the DDP wrapper): same parameters
     epoch: int             # 0-based
     global_step: int       # optimizer steps done so far
     world: int = 1         # training workers
+    accumulate: int = 1    # batches per optimizer step (train.accumulate)
+    step_end: bool = True  # this batch completes an optimizer step (DDP reduces gradients now)
 
 
 class Task:
@@ -33,12 +35,20 @@ class Task:
     greater_is_better: bool = True
     #: every metric the task's evaluation reports (sweeps may optimise any of them)
     metric_names: tuple[str, ...] = ()
+    #: metrics where a smaller value is better (depth RMSE, angular errors); Δm flips their sign
+    lower_is_better: frozenset[str] = frozenset()
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = cfg
 
     def validate(self) -> None:
         """Parse the config sections the task owns; raise ConfigError on mistakes."""
+
+    def higher_is_better(self, metric: str) -> bool:
+        """The direction of one of the task's metrics (for Δm, checkpoint-best and sweeps)."""
+        if metric in self.lower_is_better:
+            return False
+        return bool(self.greater_is_better) if metric == self.primary_metric else True
 
     def build_model(self) -> nn.Module:
         """The model of the config, its heads' data-dependent sizes left ``null`` filled in from
@@ -115,6 +125,18 @@ class Task:
         measured (see ``densepred.cost``)."""
         raise NotImplementedError(f"{type(self).__name__} does not define cost_input_size()")
 
+    def precision_settings(self) -> Any:
+        """The ``inference`` keys that govern reduced precision (``precision_check.PrecisionSettings``)."""
+        from ..precision_check import precision_settings
+
+        return precision_settings(self.cfg)
+
+    def calibration(self, settings: Any) -> Optional[Any]:
+        """Validation inputs and the comparison of decoded outputs that decide whether reduced
+        precision may serve this task's model (``precision_check.Calibration``); None: the raw
+        output tolerance decides."""
+        return None
+
     def build_dataset(self, split: str) -> Dataset:
         """``split`` is ``train`` (augmented) or ``val``."""
         raise NotImplementedError
@@ -157,6 +179,26 @@ class Task:
         """The loss to back-propagate and named figures to log with it (averaged per epoch)."""
         return self.loss(outputs, batch), {}
 
+    def backward(self, loss: torch.Tensor, ctx: StepContext,
+                 scaler: Optional[torch.amp.GradScaler] = None) -> dict[str, float]:
+        """Back-propagate one batch's loss; returns figures to log with ``train_loss``'s.
+
+        The engine calls this once per batch whose loss is finite, right after ``train_loss`` on
+        the same batch, with ``loss`` already divided by ``ctx.accumulate``. The default is the
+        plain ``loss.backward()`` through the AMP ``scaler`` when there is one (DDP all-reduces
+        the gradients on the batch with ``ctx.step_end``).
+
+        A task that overrides it (multi-task gradient aggregation) owns the gradients of the step.
+        By the end of the batch with ``ctx.step_end`` it must have added to ``.grad`` of the
+        parameters it trains the update for the optimizer: equal on every worker, multiplied by
+        the scaler's scale. Gradients computed with ``torch.autograd.grad`` (through
+        ``ctx.model``, the bare module) are not reduced by DDP, so such a task all-reduces them
+        itself. The engine clears ``.grad`` (set to None) after every optimizer step and when it
+        drops one.
+        """
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        return {}
+
     def trainable_extras(self) -> Optional[nn.Module]:
         """Parameters outside the model that the optimizer trains with it (e.g. learned loss
         weights); the engine keeps them equal on all workers and saves them with the run."""
@@ -177,12 +219,21 @@ class Task:
         augmentation), so one dataset can feed them all; None: this task shares no input."""
         return None
 
+    #: a multi-task `platform predict` shows this task as a panel of its own beside the combined
+    #: picture, through ``member_predictor`` (dense outputs that cannot be drawn over the image)
+    draws_panel: bool = False
+
+    def member_predictor(self, name: str, out_dir: Path, is_video: bool) -> Any:
+        """This task's share of a multi-task predict when ``draws_panel``: an object with ``run``,
+        ``draw``, ``panel``, ``problem`` and ``finish`` (see tasks/multitask/predictors.py)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no panel")
+
 
 def build_task(cfg: Mapping[str, Any]) -> Task:
     """Build the task named in ``cfg['task']['type']``."""
     from ..errors import ConfigError
     from ..registry import TASKS, lookup
-    from . import multitask, person_mask, pose, segmentation  # noqa: F401  (registers tasks)
+    from . import boundary, depth, multitask, normals, person_mask, pose, segmentation  # noqa: F401  (registers tasks)
 
     section = cfg.get("task") or {}
     if "type" not in section:

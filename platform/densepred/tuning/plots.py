@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from ..atomicfile import write_atomic
+from ..charts import new_figure as _figure, save_png as _save
 from .report import (_STATE_COLORS, Objective, TrialRecord, _epoch_of, _fmt, _number, _state_rank, pareto_front,
                      trial_value)
 
@@ -50,22 +50,6 @@ def _objective_pairs(objectives: Sequence[Objective]) -> list[tuple[Objective, O
         return []
     first = next((o for o in objectives if o[0] != "gflops"), None)
     return [(first, o) for o in objectives if first is not None and o != first and o[0] != "gflops"]
-
-
-def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
-    """A figure on an Agg canvas (no pyplot, no display) and its axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, axes
-
-
-def _save(fig: Any, path: Path) -> Path:
-    """Save ``fig`` as PNG, atomically."""
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
-    return path
 
 
 def _safe_name(key: str) -> str:

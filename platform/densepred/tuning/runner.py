@@ -17,6 +17,7 @@ from .budget import Budget, check_grace_period, sweep_budget
 from .console import ConsoleTable, TuneLogWatch
 from .report import TrialRecord, format_table, write_report
 from .space import SweepSpec, check_against_task, tune_param_space
+from .tracking import SweepTracking, close_sweep, settle_trials, open_sweep, sweep_target
 from .trial import make_trial_fn, read_error
 
 TRIALS = "trials"
@@ -142,10 +143,11 @@ def _tune_state(out: Path, resume: bool) -> bool:
     return usable
 
 
-def _tuner(spec: SweepSpec, out: Path, budget: Budget, restore: bool, keep_errors: bool, console: ConsoleTable) -> Any:
+def _tuner(spec: SweepSpec, out: Path, budget: Budget, restore: bool, keep_errors: bool, console: ConsoleTable,
+           tracking: Optional[SweepTracking] = None) -> Any:
     from ray import tune
 
-    trainable = tune.with_resources(make_trial_fn(spec, out / TRIALS), {"cpu": 0.01})
+    trainable = tune.with_resources(make_trial_fn(spec, out / TRIALS, tracking), {"cpu": 0.01})
     if restore:
         # "resume" keeps a failed trial's id, so it runs again in its own run folder and continues
         # from that run's last checkpoint ("restart" would make it a new trial with a new folder).
@@ -175,6 +177,7 @@ def run_sweep(spec: SweepSpec, address: Optional[str] = None, storage: Optional[
 
     budget = check_sweep(spec)
     out = sweep_dir(spec, storage)
+    target = sweep_target(spec, out)
     restore = _tune_state(out, resume)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the platform prints its own trial table
     # Not every report holds the objective: epochs between evaluations (evaluation.interval > 1)
@@ -185,8 +188,9 @@ def run_sweep(spec: SweepSpec, address: Optional[str] = None, storage: Optional[
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     ensure_ray(address, log_to_driver=False)  # the workers' lines are in each trial's logs/train.log
     _check_cluster_fits(spec)
+    tracking = open_sweep(spec, out, target) if target is not None else None
     console = ConsoleTable(spec, out / TRIALS)
-    tuner = _tuner(spec, out, budget, restore, keep_errors, console)
+    tuner = _tuner(spec, out, budget, restore, keep_errors, console, tracking)
     print(f"[tune] sweep '{spec.name}': {len(spec.space)} searched key(s), {spec.search['type']} search, "
           f"{spec.scheduler['type']} scheduler, up to {spec.concurrent} trial(s) at once, {budget.describe()}; "
           f"results in {out}", flush=True)
@@ -198,7 +202,10 @@ def run_sweep(spec: SweepSpec, address: Optional[str] = None, storage: Optional[
         running = {tid for tid, (status, _) in _trial_info(grid).items()
                    if status in ("RUNNING", "PENDING", "PAUSED") or (console.records and tid not in seen)}
     records = collect_trials(spec, grid, out, running)
+    settle_trials(records, spec.objectives, spec.name)
     result = _report(spec, out, records)
+    if tracking is not None:
+        close_sweep(tracking, out, records, spec.objectives, watch.interrupted)
     if watch.interrupted:
         raise KeyboardInterrupt
     _check_some_finished(spec, out, records)

@@ -47,6 +47,10 @@ class Distribution:
             return [self.args[0], self.args[1] - 1]
         return [self.args[0], self.args[1]]
 
+    def __str__(self) -> str:
+        """As written in a space file: ``grid [0.001, 0.003]``, ``loguniform [1e-05, 0.01]``."""
+        return f"{self.kind} {list(self.args)}"
+
     def to_tune(self, grid_search: bool) -> Any:
         from ray import tune
 

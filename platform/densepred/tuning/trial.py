@@ -14,13 +14,15 @@ from .space import SweepSpec
 ERROR_FILE = "error.txt"
 
 
-def trial_config(spec: SweepSpec, values: dict, trials_dir: Path, trial_id: str) -> Any:
+def trial_config(spec: SweepSpec, values: dict, trials_dir: Path, trial_id: str,
+                 tracking: Optional[dict] = None) -> Any:
     """The complete config of one trial: task recipe + fixed overrides + sampled values, run in
-    its own run folder, reporting its cost and evaluating every epoch (schedulers compare rounds).
+    its own run folder, reporting its cost and evaluating every epoch (schedulers compare rounds),
+    logging to the sweep's MLflow store when it has one (``tracking``: the overrides).
     Paths are resolved against the folder `platform tune` ran in, not the trial's own."""
     sets = {"evaluation.interval": 1, **spec.trial_overrides(values), "run_name": trial_id,
             "work_dir": str(trials_dir), "train.report_cost": True,
-            "ray.workers": spec.workers_per_trial, "ray.cpus_per_worker": spec.cpus_per_worker}
+            "ray.workers": spec.workers_per_trial, "ray.cpus_per_worker": spec.cpus_per_worker, **(tracking or {})}
     return spec.task_config(sets)
 
 
@@ -47,32 +49,41 @@ def read_error(trials_dir: Path, trial_id: str) -> Optional[str]:
         return None
 
 
-def make_trial_fn(spec: SweepSpec, trials_dir: Path):
-    """The Tune function trainable: build and fit one TorchTrainer for the sampled ``config``."""
+def make_trial_fn(spec: SweepSpec, trials_dir: Path, tracking: Any = None):
+    """The Tune function trainable: build and fit one TorchTrainer for the sampled ``config``;
+    with ``tracking`` (the sweep's ``SweepTracking``) it logs a child run of the sweep's run."""
+    overrides = tracking.trial_overrides() if tracking is not None else None
+    parent = tracking.parent_run_id if tracking is not None else None
 
     def run_trial(config: dict) -> None:
         from ray import tune
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from ..engine.launch import build_trainer, open_run_folder, plan_run
+        from ..engine.run_record import begin_run, end_run
         from ..engine.run_state import read_stopped
         from ..errors import PlatformError
 
         t_start = time.time()
         trial_id = tune.get_context().get_trial_id()
+        record = None
         try:
-            cfg = trial_config(spec, config, trials_dir, trial_id)
+            cfg = trial_config(spec, config, trials_dir, trial_id, overrides)
             plan, changes = plan_run(cfg, None, None, None, False, None, False, check_data=False)
             open_run_folder(plan, changes)
             error_file(trials_dir, trial_id).unlink(missing_ok=True)  # a retried trial starts clean
+            record = begin_run(plan, parent)
             trainer = build_trainer(plan, spec.cpus_per_worker, callbacks=[TuneReportCallback()],
-                                    extra={"t_start": t_start})
+                                    extra={"t_start": t_start, **record.worker_config()})
             trainer.fit()
             stopped = read_stopped(plan.run_dir)
             if stopped:
                 raise PlatformError(f"training stopped: {stopped['reason']}")
         except Exception as e:
             reason = record_error(trials_dir, trial_id, e)
+            if record is not None:
+                end_run(record, "failed", reason)
             raise PlatformError(reason) from None
+        end_run(record, "finished")
 
     return run_trial

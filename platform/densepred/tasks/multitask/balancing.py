@@ -1,14 +1,17 @@
 """Multi-task loss balancing: how the member tasks' losses are combined into one loss.
 
-Four strategies, registered in ``BALANCERS`` and chosen by ``task.balancing.type``:
+Loss weightings, registered in ``BALANCERS`` and chosen by ``task.balancing.type``:
 
 * ``fixed``       -- constant weights from the config.
 * ``uncertainty`` -- learned homoscedastic-uncertainty weights (Kendall, Gal, Cipolla, CVPR 2018).
 * ``dwa``         -- Dynamic Weight Average (Liu, Johns, Davison, CVPR 2019).
 * ``gradnorm``    -- gradient normalisation (Chen, Badrinarayanan, Lee, Rabinovich, ICML 2018).
+* ``rlw``         -- Random Loss Weighting (Lin, Ye, Zhang, Tsang, TMLR 2022).
+* ``famo``        -- Fast Adaptive Multitask Optimization (Liu, Feng, Stone, Liu, NeurIPS 2023).
 
-Every balancer keeps its state in parameters or buffers, so ``state_dict()`` / ``load_state_dict()``
-save and resume it exactly with the model checkpoint.
+The methods that combine per-task gradients instead of losses (``aggregator``, ``db_mtl``) are in
+``aggregation.py``. Every balancer keeps its state in parameters, buffers or its extra state, so
+``state_dict()`` / ``load_state_dict()`` save and resume it exactly with the model checkpoint.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import math
 from numbers import Real
 from typing import Any, Mapping, Optional
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -89,20 +93,26 @@ class LossBalancer(nn.Module):
         """Called once per epoch with each member's epoch-mean raw loss (all workers). No-op here."""
 
 
+def per_member(names: list[str], given: Optional[Mapping[str, float]], key: str, what: str,
+               default: float, ge: Optional[float] = None) -> list[float]:
+    """``task.balancing.<key>``: one number per member name (``default`` for those not given)."""
+    given = {} if given is None else given
+    if not isinstance(given, Mapping):
+        raise ConfigError(f"{WHERE}.{key}: expected a mapping {{task name: {what}}}, got {given!r}")
+    unknown = sorted(str(k) for k in set(given) - set(names))
+    if unknown:
+        raise ConfigError(f"{WHERE}.{key}: unknown task name(s) {', '.join(unknown)}; "
+                          f"members are: {', '.join(names)}")
+    return [_number(given.get(n, default), f"{key}.{n}", ge=ge) for n in names]
+
+
 @BALANCERS.register_module(name="fixed")
 class FixedBalancer(LossBalancer):
     """Constant weights: total = Σ w_i L_i; members missing from ``weights`` get 1.0."""
 
     def __init__(self, names: list[str], weights: Optional[Mapping[str, float]] = None):
         super().__init__(names)
-        weights = {} if weights is None else weights
-        if not isinstance(weights, Mapping):
-            raise ConfigError(f"{WHERE}.weights: expected a mapping {{task name: weight}}, got {weights!r}")
-        unknown = sorted(str(k) for k in set(weights) - set(self.names))
-        if unknown:
-            raise ConfigError(f"{WHERE}.weights: unknown task name(s) {', '.join(unknown)}; "
-                              f"members are: {', '.join(self.names)}")
-        values = [_number(weights.get(n, 1.0), f"weights.{n}", ge=0.0) for n in self.names]
+        values = per_member(self.names, weights, "weights", "weight", 1.0, ge=0.0)
         # Not persistent: the weights come from the config, so a resumed run follows the config
         # (and a checkpoint does not carry a stale copy of them).
         self.register_buffer("w", torch.tensor(values, dtype=torch.float32), persistent=False)
@@ -246,15 +256,160 @@ class GradNormBalancer(LossBalancer):
             self.w.copy_(new.to(self.w.device))
 
 
+def step_seed(seed: int, step: int) -> int:
+    """A seed for ``step`` of a run seeded ``seed``: equal on every worker, unrelated between steps."""
+    entropy = [int(seed) % 2**64, int(step) % 2**64]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def mean_over_workers(values: Tensor) -> Tensor:
+    """``values`` averaged over the training workers (unchanged with one worker or outside DDP)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
+
+
+@BALANCERS.register_module(name="rlw")
+class RLWBalancer(LossBalancer):
+    """Random Loss Weighting (Lin, Ye, Zhang, Tsang, "Reasonable Effectiveness of Random Weighting:
+    A Litmus Test for Multi-Task Learning", TMLR 2022, arXiv:2111.10603, Algorithm 2).
+
+    Every training batch draws w = softmax(z), z ~ N(0, I_K) and the total is Σ w_i L_i; the
+    weights sum to 1 as in the paper (not to K). z comes from a generator seeded from (run seed,
+    batches drawn so far), so all workers draw the same weights without talking to each other,
+    and a resumed run continues the same sequence (the count is saved with the run).
+    """
+
+    def __init__(self, names: list[str], seed: int = 0):
+        super().__init__(names)
+        self.seed = int(seed)
+        k = len(self.names)
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+        self.register_buffer("w", torch.full((k,), 1.0 / k, dtype=torch.float32))
+
+    def _weight_tensor(self) -> Tensor:
+        return self.w
+
+    def forward(self, losses: Mapping[str, Tensor], shared: Optional[Tensor] = None) -> Tensor:
+        if self.training and torch.is_grad_enabled():
+            self.w.copy_(self.draw(int(self.draws)).to(self.w))
+            self.draws.add_(1)
+        return self._weighted_sum(losses, self.w)
+
+    def draw(self, step: int) -> Tensor:
+        """The weights of draw number ``step`` (float64, on the CPU)."""
+        gen = torch.Generator().manual_seed(step_seed(self.seed, step))
+        return torch.softmax(torch.randn(len(self.names), generator=gen, dtype=torch.float64), dim=0)
+
+
+@BALANCERS.register_module(name="famo")
+class FAMOBalancer(LossBalancer):
+    """Fast Adaptive Multitask Optimization (Liu, Feng, Stone, Liu, NeurIPS 2023, arXiv:2306.03792).
+
+    Task weights z = softmax(ξ) come from logits ξ. The total Σ_i w_i L_i with w_i = c z_i / d_i,
+    d_i = L_i - b_i + ε, c = (Σ_i z_i / d_i)^-1 has the gradient of the paper's c Σ_i z_i log d_i.
+    Then ξ takes one Adam step (lr, weight_decay: the paper's Algorithm 2, LibMTL and TorchJD use
+    weight decay 1e-3, the official code 1e-5) on J_softmax(ξ)^T δ, δ_i = log d_i(t) - log d_i(t+1):
+    the members whose loss fell least gain weight. TorchJD's ``scalarization.FAMO`` states the same
+    update; it is not used because it keeps its Adam state outside ``state_dict`` (no resume) and
+    needs the losses recomputed on the same batch after the optimizer step.
+
+    Made for this engine: d(t+1) comes from the next training batch, not from a second forward pass
+    over the last batch after the step (the official code does that; the engine has no place for
+    it). δ then also holds the difference between two batches, which cancels between consecutive
+    steps (the δ's telescope), so ξ still follows how fast each loss falls, with more noise. The
+    losses are averaged over the workers (one all-reduce of K numbers) before they enter w and δ:
+    every worker keeps the same ξ, and the update is the one of the global batch.
+    """
+
+    needs_all_losses = True
+    EPS = 1e-8
+
+    def __init__(self, names: list[str], lr: float = 0.025, weight_decay: float = 1e-3,
+                 min_losses: Optional[Mapping[str, float]] = None):
+        super().__init__(names)
+        self.lr = _number(lr, "lr", gt=0.0)
+        self.weight_decay = _number(weight_decay, "weight_decay", ge=0.0)
+        k = len(self.names)
+        # From the config, so not saved: a resumed run follows the config (like fixed weights).
+        self.register_buffer("min_losses", torch.tensor(self._bounds(min_losses), dtype=torch.float64),
+                             persistent=False)
+        # A Parameter only so that torch's Adam can step it; requires_grad=False keeps it out of the
+        # main optimizer (the engine trains the extras' parameters that require grad).
+        self.logits = nn.Parameter(torch.zeros(k, dtype=torch.float32), requires_grad=False)
+        self.register_buffer("prev", torch.zeros(k, dtype=torch.float64))  # last batch: mean losses
+        self.register_buffer("has_prev", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("w", torch.full((k,), 1.0 / k, dtype=torch.float32))  # last weights, for logs
+        self._adam = torch.optim.Adam([self.logits], lr=self.lr, weight_decay=self.weight_decay)
+
+    def _bounds(self, min_losses: Optional[Mapping[str, float]]) -> list[float]:
+        return per_member(self.names, min_losses, "min_losses", "lower bound", 0.0)
+
+    def _weight_tensor(self) -> Tensor:
+        return self.w
+
+    def task_weights(self) -> Tensor:
+        """z = softmax(ξ), FAMO's own task weights."""
+        return torch.softmax(self.logits.detach().double(), dim=0)
+
+    def forward(self, losses: Mapping[str, Tensor], shared: Optional[Tensor] = None) -> Tensor:
+        missing = [n for n in self.names if n not in losses]
+        if missing:
+            raise ConfigError(f"{WHERE}: famo needs every member's loss on the same batch "
+                              f"(missing: {', '.join(missing)}); use mode same_input")
+        mean = mean_over_workers(torch.stack([losses[n].detach() for n in self.names]).double())
+        mean = mean.to(self.prev.device)
+        if self.training and torch.is_grad_enabled() and bool(torch.isfinite(mean).all()):
+            self._check_above_bounds(mean)
+            if bool(self.has_prev):
+                self._update_logits(self.prev, mean)
+            self.prev.copy_(mean)
+            self.has_prev.fill_(True)
+        z = self.task_weights().to(mean.device)
+        d = mean - self.min_losses.to(mean.device) + self.EPS
+        self.w.copy_((z / d / (z / d).sum()).to(self.w))
+        return self._weighted_sum(losses, self.w)
+
+    def _check_above_bounds(self, mean: Tensor) -> None:
+        low = [(n, float(v), float(b)) for n, v, b in zip(self.names, mean, self.min_losses) if v <= b]
+        if low:
+            n, v, b = low[0]
+            raise PlatformError(f"{WHERE}: famo takes the log of each loss minus its lower bound, but the "
+                                f"loss of {n} ({v:.6g}) is not above {b:g}; set task.balancing.min_losses."
+                                f"{n} below the lowest value this loss can take")
+
+    @torch.no_grad()
+    def _update_logits(self, before: Tensor, after: Tensor) -> None:
+        """One Adam step of ξ along J_softmax(ξ)^T δ."""
+        b = self.min_losses.to(before.device)
+        delta = torch.log(before - b + self.EPS) - torch.log(after - b + self.EPS)
+        z = self.task_weights().to(delta.device)
+        self.logits.grad = (z * (delta - (z * delta).sum())).to(self.logits)  # softmax VJP
+        self._adam.step()
+        self.logits.grad = None
+
+    def get_extra_state(self) -> dict:
+        return {"adam": self._adam.state_dict()}
+
+    def set_extra_state(self, state: Any) -> None:
+        self._adam.load_state_dict(state["adam"])
+        for group in self._adam.param_groups:  # the config's values, as for every other option
+            group["lr"], group["weight_decay"] = self.lr, self.weight_decay
+
+
 def balancer_options(cls: type) -> list[str]:
-    """Option keys a balancer class accepts (its constructor's keywords other than ``names``)."""
+    """Option keys a balancer class accepts (its constructor's keywords other than ``names`` and
+    ``seed``, which come from the run)."""
     params = inspect.signature(cls.__init__).parameters.values()
-    return [p.name for p in params if p.name not in ("self", "names")
+    return [p.name for p in params if p.name not in ("self", "names", "seed")
             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
-def build_balancer(cfg: Optional[Mapping[str, Any]], names: list[str]) -> LossBalancer:
-    """Build the balancer of ``task.balancing`` for members ``names``; None → fixed, all weights 1."""
+def build_balancer(cfg: Optional[Mapping[str, Any]], names: list[str], seed: int = 0) -> LossBalancer:
+    """Build the balancer of ``task.balancing`` for members ``names``; None → fixed, all weights 1.
+    ``seed`` (the run's) reaches the balancers that draw random numbers."""
     if cfg is None:
         return FixedBalancer(list(names))
     if not isinstance(cfg, Mapping) or "type" not in cfg:
@@ -266,4 +421,5 @@ def build_balancer(cfg: Optional[Mapping[str, Any]], names: list[str]) -> LossBa
     if unknown:
         raise ConfigError(f"{WHERE}: unknown option(s) {', '.join(unknown)} for type {cfg['type']!r}; "
                           f"allowed: {', '.join(['type', *allowed])}")
-    return build(BALANCERS, cfg, WHERE, names=list(names))
+    extra = {"seed": int(seed)} if "seed" in inspect.signature(cls.__init__).parameters else {}
+    return build(BALANCERS, cfg, WHERE, names=list(names), **extra)

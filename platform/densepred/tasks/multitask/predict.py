@@ -113,17 +113,31 @@ def _predict_all(predictors: list[MemberPredictor], model: SharedForward, src: I
 
 def compose(image: np.ndarray, predictors: list[MemberPredictor], results: dict[str, Any]) -> np.ndarray:
     """Every member's layer on one copy of ``image``, bottom first; the first segmentation member
-    is the background (a second overlay would hide it) and its legend goes to the right."""
+    is the background (a second overlay would hide it) and its legend goes to the right. Members
+    that draw a panel (depth, normals, boundaries) follow side by side, at the picture's height."""
     background = next((p for p in predictors if isinstance(p, SegPredictor)), None)
     canvas = image
     for p in predictors:
-        if isinstance(p, SegPredictor) and p is not background:
+        if isinstance(p, SegPredictor) and p is not background or getattr(p, "is_panel", False):
             continue
         canvas = p.draw(canvas, results[p.name])
     if background is not None:
         strip = background.legend(results[background.name], canvas.shape[0])
         canvas = np.concatenate([canvas, strip], axis=1)
-    return canvas
+    return _with_panels(canvas, [p.panel(image, results[p.name]) for p in predictors if getattr(p, "is_panel", False)])
+
+
+def _with_panels(canvas: np.ndarray, panels: list[np.ndarray]) -> np.ndarray:
+    """``canvas`` with ``panels`` to its right, each scaled to the canvas height (a panel may carry a
+    title strip above the image, so its own height differs)."""
+    import cv2
+
+    parts = [canvas]
+    for panel in panels:
+        w = max(1, int(round(panel.shape[1] * canvas.shape[0] / panel.shape[0])))
+        parts += [np.full((canvas.shape[0], 4, 3), 255, np.uint8),
+                  cv2.resize(panel, (w, canvas.shape[0]), interpolation=cv2.INTER_AREA)]
+    return np.concatenate(parts, axis=1)
 
 
 def describe(predictors: list[MemberPredictor], items: list, note: str) -> str:
@@ -134,6 +148,7 @@ def describe(predictors: list[MemberPredictor], items: list, note: str) -> str:
         parts.append(f"{len(items)} person(s)" + (f" (boxes: {', '.join(sources)})" if sources else ""))
     if any(isinstance(p, SegPredictor) for p in predictors):
         parts.append("seg overlay")
+    parts += [f"{p.name} panel" for p in predictors if getattr(p, "is_panel", False)]
     return ", ".join(parts) + (f"; {note}" if note else "")
 
 

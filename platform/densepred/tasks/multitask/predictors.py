@@ -144,13 +144,17 @@ class SegPredictor(MemberPredictor):
 
 
 def member_kind(task: Any) -> str:
-    """``pose``, ``mask`` or ``seg``: which predictor a member gets (None of these: unsupported)."""
+    """``pose``, ``mask``, ``seg`` or ``panel``: which predictor a member gets (``panel``: a task
+    that draws itself beside the picture through ``member_predictor``, e.g. depth)."""
+    if getattr(task, "draws_panel", False):
+        return "panel"
     # PersonMaskTask is a PoseTask (same crops): test it first.
     for kind, cls in (("mask", PersonMaskTask), ("pose", PoseTask), ("seg", SegmentationTask)):
         if isinstance(task, cls):
             return kind
     raise PlatformError(f"platform predict cannot draw a {type(task).__name__} member of a multi-task run "
-                        "(supported: PoseTask, PersonMaskTask, SegmentationTask); predict with that "
+                        "(supported: PoseTask, PersonMaskTask, SegmentationTask and tasks that draw a panel: "
+                        "DepthTask, NormalsTask, BoundaryTask); predict with that "
                         "member's own task file")
 
 
@@ -167,6 +171,8 @@ def build_predictors(members: dict[str, Any], out_dir: Path, is_video: bool,
             made.append(PosePredictor(name, task, sub, float(kpt_thr)))
         elif kinds[name] == "mask":
             made.append(MaskPredictor(name, task, sub, draw_boxes=not has_pose))
+        elif kinds[name] == "panel":
+            made.append(task.member_predictor(name, sub, is_video))
         else:
             made.append(SegPredictor(name, task, sub, is_video))
     return sorted(made, key=lambda p: p.layer)  # stable: member order within a layer

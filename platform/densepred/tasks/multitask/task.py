@@ -18,7 +18,7 @@ from torch import nn
 
 from ...config import LoadedConfig, parse_section, setting
 from ...errors import ConfigError, PlatformError
-from ...registry import TASKS
+from ...registry import BALANCERS, TASKS
 from ..base import StepContext, Task
 from .balancing import build_balancer
 from .delta_m import delta_m, format_delta_table
@@ -36,7 +36,7 @@ class MultiTaskSection:
     mode: str = setting("same_input", choices=MODES, hint="same_input: one batch feeds every head; "
                         "mixed: each step draws one member's batch")
     members: dict = field(default_factory=dict)
-    balancing: Optional[dict] = None     # {type: fixed|uncertainty|dwa|gradnorm, ...}
+    balancing: Optional[dict] = None     # {type: fixed|uncertainty|dwa|gradnorm|rlw|famo|db_mtl|aggregator, ...}
     sampling: dict = field(default_factory=dict)  # mixed mode: {type: proportional|ratio|round_robin, ratios}
     best: Optional[str] = None           # "<member>/<metric>" or delta_m; default: first member's metric
     baselines: dict = field(default_factory=dict)  # {"<member>/<metric>": single-task figure} for Δm
@@ -81,11 +81,12 @@ class MultiTask(Task):
         self.members: dict[str, Task] = {n: self._build_member(n, m) for n, m in self.section.members.items()}
         self.names = list(self.members)
         self._check_heads_disjoint()
-        self.balancer = build_balancer(self.section.balancing, self.names)
+        self.balancer = build_balancer(self.section.balancing, self.names, seed=int(self.cfg.get("seed", 0)))
         if self.section.mode == "mixed" and getattr(self.balancer, "needs_all_losses", False):
+            per_batch = "/".join(n for n, c in BALANCERS.module_dict.items() if not c.needs_all_losses)
             raise ConfigError(f"{self._where('task.balancing')}: task.balancing.type "
                               f"{self.section.balancing.get('type')!r} needs every member's loss on the same "
-                              "batch; use task.mode=same_input, or fixed/uncertainty/dwa balancing")
+                              f"batch; use task.mode=same_input, or {per_batch} balancing")
         self._check_sampling()
         self._check_metrics()
         self._shared: Optional[nn.Parameter] = None
@@ -155,8 +156,10 @@ class MultiTask(Task):
         self.metric_names = tuple(sorted(known)) + ((DELTA_M,) if self.section.baselines else ())
 
     def _greater(self, metric: str) -> bool:
-        name = metric.split("/", 1)[0]
-        return bool(self.members[name].greater_is_better)
+        """Whether a larger ``<member>/<metric>`` is better: the member says so per metric (depth RMSE
+        and angular errors are lower-is-better next to their member's other metrics)."""
+        name, _, own = metric.partition("/")
+        return bool(self.members[name].higher_is_better(own))
 
     # ------------------------------------------------------------------ model and data
     @property
@@ -267,6 +270,14 @@ class MultiTask(Task):
         logs = {f"loss/{n}": float(v.detach()) for n, v in losses.items()}
         logs.update({f"weight/{n}": float(weights[n]) for n in losses})
         return total, logs
+
+    def backward(self, loss: torch.Tensor, ctx: StepContext,
+                 scaler: Optional[torch.amp.GradScaler] = None) -> dict[str, float]:
+        """Gradient-aggregating balancers (aggregator, db_mtl) back-propagate the members' losses
+        themselves (per-task gradients, see ``aggregation.py``); the others take the plain backward."""
+        if getattr(self.balancer, "owns_backward", False):
+            return self.balancer.backward({n: self.members[n].head_names for n in self.names}, ctx, scaler)
+        return super().backward(loss, ctx, scaler)
 
     def shared_parameter(self, model: nn.Module, losses: Mapping[str, torch.Tensor]) -> nn.Parameter:
         """The last shared layer for GradNorm: the backbone's last conv weight that every member's

@@ -59,6 +59,12 @@ class PersonMaskTask(PoseTask):
     def head_defaults(self) -> dict[str, dict[str, Any]]:
         return {}  # the mask head does not depend on the joints
 
+    def calibration(self, settings: Any) -> Any:
+        """Validation crops and mask-pixel agreement (``pose.calibration.mask_calibration``)."""
+        from ..pose.calibration import mask_calibration
+
+        return mask_calibration(self, settings)
+
     def build_model(self) -> nn.Module:
         model = Task.build_model(self)
         heads = getattr(model, "heads", None)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from ...config import parse_section, setting
 from ...errors import ConfigError, DataError
+from ...precision_check import PrecisionSettings
 from ...registry import LOSSES, TASKS, build
 from ..base import Task
 from .codec import HeatmapCodec
@@ -98,7 +99,8 @@ def final_heatmaps(pred: torch.Tensor) -> torch.Tensor:
     return pred
 
 
-HEATMAP_STRIDE = 4  # input pixels per heatmap pixel for every pose head (HRNet final_layer at 1/4)
+HEATMAP_STRIDE = 4  # input pixels per heatmap pixel of the usual pose heads (HRNet final_layer at 1/4)
+BACKBONE_STRIDE = {"ResNet": 32}  # the feature stride a DeconvHead upsamples from (others: 4)
 
 
 @TASKS.register_module()
@@ -133,6 +135,7 @@ class PoseTask(Task):
             except ConfigError as e:
                 raise ConfigError(f"{self._where('evaluation.eval_backend')}: {e}") from None
         self.augment = parse_section(cfg, "data.augment", AugmentConfig)
+        self.precision_cfg = parse_section(cfg, "inference", PrecisionSettings)
         self._check_heatmap_size()
         try:  # a mistake in the keypoint info fails here; joints read from the data file come later
             self._meta: Optional[KeypointMeta] = sources.configured_meta(
@@ -247,20 +250,34 @@ class PoseTask(Task):
                 self._weights_for(int(getattr(heads["pose"], "num_outputs", 1)))
         return model
 
+    def heatmap_stride(self) -> int:
+        """Input pixels per heatmap pixel of the configured pose head: 4 (HRNet's and Hourglass's
+        heads, SimpleBaseline's three deconvolutions on ResNet's stride 32), halved by each
+        deconvolution of a ``DeconvHead`` on a stride-4 backbone (one: stride 2)."""
+        model = self.cfg.get("model") or {}
+        head = ((model.get("heads") or {}).get("pose") or {}) if isinstance(model, Mapping) else {}
+        if not isinstance(head, Mapping) or head.get("type") != "DeconvHead":
+            return HEATMAP_STRIDE
+        backbone = str((model.get("backbone") or {}).get("type", ""))
+        layers = head.get("num_deconv_layers", 3)
+        layers = layers if isinstance(layers, int) and not isinstance(layers, bool) and layers >= 0 else 3
+        return max(1, BACKBONE_STRIDE.get(backbone, HEATMAP_STRIDE) // 2 ** layers)
+
     def _check_heatmap_size(self) -> None:
-        """The heads output heatmaps at 1/4 of the input: a heatmap_size that does not follow a
-        changed input_size would silently train against mis-scaled targets."""
+        """The heads output heatmaps at 1/stride of the input (``heatmap_stride``): a heatmap_size
+        that does not follow a changed input_size would silently train against mis-scaled targets."""
         (w_in, h_in), (w_hm, h_hm) = self.data.input_size, self.data.heatmap_size
         if len(self.data.input_size) != 2 or len(self.data.heatmap_size) != 2:
             raise ConfigError("data.input_size and data.heatmap_size must each be [W, H]")
-        if w_in != HEATMAP_STRIDE * w_hm or h_in != HEATMAP_STRIDE * h_hm:
+        stride = self.heatmap_stride()
+        if w_in != stride * w_hm or h_in != stride * h_hm:
             where = getattr(self.cfg, "where", lambda _k: "config")
             raise ConfigError(
                 f"{where('data.heatmap_size')}: data.heatmap_size {list(self.data.heatmap_size)} does not fit "
-                f"data.input_size {list(self.data.input_size)}: the model's heatmaps are 1/{HEATMAP_STRIDE} "
-                f"of the input, so set data.heatmap_size=[{w_in // HEATMAP_STRIDE},{h_in // HEATMAP_STRIDE}]"
-                + ("" if w_in % HEATMAP_STRIDE == 0 and h_in % HEATMAP_STRIDE == 0
-                   else f" and make data.input_size a multiple of {HEATMAP_STRIDE}"))
+                f"data.input_size {list(self.data.input_size)}: the model's heatmaps are 1/{stride} "
+                f"of the input, so set data.heatmap_size=[{w_in // stride},{h_in // stride}]"
+                + ("" if w_in % stride == 0 and h_in % stride == 0
+                   else f" and make data.input_size a multiple of {stride}"))
 
     # ------------------------------------------------------------------ data
     def cost_input_size(self) -> tuple[int, int]:
@@ -385,6 +402,15 @@ class PoseTask(Task):
             if "index" in batch:  # position in the dataset (MPII scores predictions in val order)
                 out[-1]["index"] = int(batch["index"][i])
         return out
+
+    def precision_settings(self) -> PrecisionSettings:
+        return self.precision_cfg
+
+    def calibration(self, settings: PrecisionSettings) -> Any:
+        """Validation crops and keypoint agreement (``calibration.pose_calibration``)."""
+        from .calibration import pose_calibration
+
+        return pose_calibration(self, settings)
 
     def val_dataset(self) -> TopDownDataset:
         if self._val is None:

@@ -38,6 +38,9 @@ def check_layout(data: SegData, where) -> None:
                 raise ConfigError(f"{where(f'data.{key}')}: data.{key} is empty; give the end of the file names, "
                                   "e.g. .jpg or _label.png")
         return
+    if data.target is not None and not data.is_dense:
+        raise ConfigError(f"{where('data.target')}: data.target picks a target of a multi-target layout; "
+                          f"data.format={data.format} has one label per image (remove data.target)")
     given = [k for k in FOLDER_KEYS if getattr(data, k)]
     if given:
         raise ConfigError(f"{where(f'data.{given[0]}')}: data.{given[0]} belongs to the folders layout; set "

@@ -6,8 +6,13 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from ...config import setting
+from ...precision_check import PrecisionSettings
+from ..dense.layout import layout_names
 
-FORMATS = ("cityscapes", "folders")
+#: the segmentation task's own layouts, then the multi-target ones of configs/datasets/layouts/
+#: (NYUD-v2, PASCAL-Context MT: segmentation read from the layout's label target)
+DENSE_FORMATS = layout_names()
+FORMATS = ("cityscapes", "folders") + DENSE_FORMATS
 #: `data` keys of the `folders` layout (paths relative to data_root unless absolute)
 FOLDER_KEYS = ("train_images", "train_labels", "val_images", "val_labels")
 
@@ -23,7 +28,8 @@ class SegData:
     """
 
     format: str = setting("cityscapes", choices=FORMATS,
-                          hint="cityscapes: leftImg8bit/ + gtFine/; folders: an image and a label folder per split")
+                          hint="cityscapes: leftImg8bit/ + gtFine/; folders: an image and a label folder per split; "
+                               f"{', '.join(DENSE_FORMATS)}: a multi-target layout")
     train_split: Optional[str] = None    # cityscapes: split folder (default train); folders: split file or null
     val_split: Optional[str] = None      # cityscapes: split folder (default val); folders: split file or null
     train_images: Optional[str] = None
@@ -33,12 +39,19 @@ class SegData:
     image_suffix: str = ".jpg"
     label_suffix: str = ".png"
     class_info: Optional[Union[str, dict]] = None  # shipped name, .yaml path or mapping (cityscapes: default)
+    target: Optional[str] = None         # multi-target layouts: the label target read (null: the layout's default)
     batch_size: int = setting(3, ge=1, hint="samples per worker and step")  # official: 12 in total on 4 GPUs
     loader_workers: int = setting(2, ge=0, le=64)
     augment: dict = field(default_factory=dict)
 
+    @property
+    def is_dense(self) -> bool:
+        """A multi-target layout (the label is one target of several)."""
+        return self.format in DENSE_FORMATS
+
     def split_name(self, split: str) -> Optional[str]:
-        """The configured split of ``train``/``val`` (Cityscapes: the folder name, default the split)."""
+        """The configured split of ``train``/``val`` (Cityscapes: the folder name, default the split;
+        folders and multi-target layouts: a split file or None)."""
         value = self.train_split if split == "train" else self.val_split
         return value if value is not None or self.format != "cityscapes" else split
 
@@ -53,8 +66,8 @@ class SegEval:
 
 
 @dataclass
-class SegInference:
-    """``inference`` section: how a full image is predicted."""
+class SegInference(PrecisionSettings):
+    """``inference`` section: how a full image is predicted (and the precision keys every task has)."""
 
     mode: str = setting("whole", choices=("whole", "slide", "multiscale"))
     crop_size: list[int] = setting(factory=lambda: [1024, 512], ge=16, le=8192)  # [W, H] window for slide

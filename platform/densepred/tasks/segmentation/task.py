@@ -1,12 +1,12 @@
-"""Semantic segmentation task (HRNetV2) on any class list: Cityscapes or an image/label folder set
-(``data.format``), classes from a class_info file; cross-entropy / OHEM loss, whole, sliding window
+"""Semantic segmentation task (HRNetV2) on any class list: Cityscapes, an image/label folder set or a
+label target of a multi-target layout (``data.format``), classes from a class_info file; cross-entropy / OHEM loss, whole, sliding window
 and multi-scale inference (flip test swapping left/right classes), confusion-matrix mIoU, label
 PNGs and pictures in the class list's colours."""
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -15,10 +15,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ...config import parse_section
-from ...errors import ConfigError
+from ...errors import ConfigError, PlatformError
 from ...imageio import loader_worker_init
 from ...registry import LOSSES, TASKS, build
 from ..base import Task
+from . import dense_source
 from .class_info import ClassInfo, load_class_info, shipped_names
 from .dataset import SegDataset, SegSample, find_samples
 from .folders import check_layout, find_folder_samples
@@ -36,10 +37,15 @@ def is_cityscapes(info: ClassInfo) -> bool:
         CITYSCAPES.names, CITYSCAPES.label_ids, CITYSCAPES.ignored_label_ids)
 
 
+#: keys of the ``task`` section
+TASK_KEYS = ("type", "loss", "head")
+
+
 @TASKS.register_module()
 class SegmentationTask(Task):
     primary_metric = "mIoU"
-    head_names = ("seg",)
+    #: the model head it trains (``task.head``; several segmentation members need distinct heads)
+    head = "seg"
     #: Cityscapes' until ``validate`` reads the configured class list
     metric_names = ("mIoU", "aAcc") + tuple(f"IoU.{name}" for name in CLASS_NAMES)
 
@@ -50,7 +56,14 @@ class SegmentationTask(Task):
         self.infer_cfg = parse_section(cfg, "inference", SegInference)
         self.augment = parse_section(cfg, "data.augment", SegAugment)
         check_layout(self.data, self._where)
+        self.head = str(self.task_section(allowed=TASK_KEYS).get("head") or "seg")
+        self.layout = self.dense_spec = self.label_target = None
+        if self.data.is_dense:
+            self.layout, self.dense_spec = dense_source.label_spec(self.data.format, self.data.target, self._where)
         self.class_info = self._load_class_info()
+        if self.data.is_dense:
+            dense_source.check_stored_convention(self.dense_spec, self.class_info, self._where)
+            self.label_target = dense_source.label_target(self.dense_spec, self.class_info)
         self.metric_names = ("mIoU", "aAcc") + tuple(f"IoU.{name}" for name in self.class_info.names)
         self._check_num_classes()
         self.criterion = self._build_loss()
@@ -58,6 +71,15 @@ class SegmentationTask(Task):
     # ------------------------------------------------------------------ config
     def _where(self, key: str) -> str:
         return getattr(self.cfg, "where", lambda _k: "config")(key)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        return (self.head,)
+
+    @property
+    def label_key(self) -> str:
+        """The batch key of the label: ``label``, or the layout's target name for a dense format."""
+        return self.label_target.key if self.label_target is not None else "label"
 
     @property
     def label_kind(self) -> str:
@@ -68,6 +90,8 @@ class SegmentationTask(Task):
         key = "data.class_info"
         value = self.data.class_info
         if value is None:
+            if self.data.is_dense:
+                return dense_source.layout_class_info(self.layout, self.dense_spec, self._where)
             if self.data.format == "folders":
                 raise ConfigError(f"{self._where(key)}: data.format=folders needs {key}: a shipped class list "
                                   f"({', '.join(shipped_names())}), the path of a class_info .yaml file, or a "
@@ -95,16 +119,16 @@ class SegmentationTask(Task):
     def _check_num_classes(self) -> None:
         """``model.heads.seg.num_classes`` is null (it follows the class list) or equals it."""
         model, where = self._model_section()
-        head = ((model or {}).get("heads") or {}).get("seg")
+        head = ((model or {}).get("heads") or {}).get(self.head)
         if not isinstance(head, Mapping):
             return
-        key, n, given = "model.heads.seg.num_classes", self.class_info.num_classes, head.get("num_classes")
+        key, n, given = f"model.heads.{self.head}.num_classes", self.class_info.num_classes, head.get("num_classes")
         if given is not None and given != n:
             raise ConfigError(f"{where(key)}: {key} is {given} but the class list {self.class_info.display} has "
                               f"{n} classes; set it to null (it then follows data.class_info) or to {n}")
 
     def _build_loss(self) -> nn.Module:
-        loss_cfg = dict(self.task_section().get("loss") or {"type": "SegCrossEntropy"})
+        loss_cfg = dict(self.task_section(allowed=TASK_KEYS).get("loss") or {"type": "SegCrossEntropy"})
         if loss_cfg.get("type") != "SegCrossEntropy":
             return build(LOSSES, loss_cfg, "task.loss")
         n, info, key = self.class_info.num_classes, self.class_info, "task.loss.class_weights"
@@ -123,17 +147,29 @@ class SegmentationTask(Task):
 
     def head_defaults(self) -> dict[str, dict[str, Any]]:
         """The segmentation head's ``num_classes`` follows the class list where the config leaves it null."""
-        return {"seg": {"num_classes": self.class_info.num_classes}}
+        return {self.head: {"num_classes": self.class_info.num_classes}}
 
     def cost_input_size(self) -> tuple[int, int]:
         """``(H, W)`` of the training crop (``data.augment.crop_size`` is [W, H])."""
         w, h = self.augment.crop_size
         return int(h), int(w)
 
+    def calibration(self, settings: Any) -> Any:
+        """Validation images and per-pixel class agreement (``calibration.seg_calibration``)."""
+        from .calibration import seg_calibration
+
+        return seg_calibration(self, settings)
+
     # ------------------------------------------------------------------ data
-    def samples(self, split: str) -> list[SegSample]:
-        """The image/label pairs of ``split`` (``train``/``val``) in the configured layout."""
+    def samples(self, split: str, targets: Optional[list] = None) -> list:
+        """The image/label pairs of ``split`` (``train``/``val``) in the configured layout (a dense
+        layout: its samples with the files of the label and of ``targets``)."""
         root = Path(self.data_root)
+        if self.data.is_dense:
+            from ..dense.samples import find_dense_samples
+
+            specs = [t.spec for t in (targets if targets is not None else [self.label_target])]
+            return find_dense_samples(root, self.layout, split, specs, self.data.split_name(split))
         if self.data.format == "cityscapes":
             return find_samples(root, self.data.split_name(split))
         return find_folder_samples(root, self.data, split)
@@ -150,24 +186,49 @@ class SegmentationTask(Task):
         from .checks import check_split
 
         for split in ("train", "val"):
-            check_split(self, split, report, full)
+            if self.data.is_dense:
+                from ..dense.checks import check_dense_split
 
-    def build_dataset(self, split: str, strict_images: bool = False) -> SegDataset:
+                check_dense_split(self, split, report, full, [self.label_target])
+            else:
+                check_split(self, split, report, full)
+
+    def build_dataset(self, split: str, strict_images: bool = False, extra_targets: Sequence[Any] = ()) -> Any:
+        """The split's dataset; a dense layout's also reads ``extra_targets`` (other members')."""
+        if self.data.is_dense:
+            from ..dense.dataset import DenseDataset
+
+            targets = [self.label_target, *extra_targets]
+            return DenseDataset(self.samples(split, targets), targets, train=split == "train",
+                                augment_cfg=self.augment, seed=int(self.cfg.get("seed", 0)),
+                                strict_images=strict_images)
         return SegDataset(self.samples(split), self.class_info, train=split == "train", augment_cfg=self.augment,
                           seed=int(self.cfg.get("seed", 0)), strict_images=strict_images, label_kind=self.label_kind)
 
+    def extra_targets(self, split: str) -> Sequence[Any]:
+        """A dense layout's label, for a dataset shared with other dense members."""
+        return (self.label_target,) if self.label_target is not None else ()
+
+    def shared_input_key(self) -> Optional[tuple]:
+        if not self.data.is_dense:
+            return None
+        from ..dense.common import dense_input_key
+
+        return dense_input_key(self.data.format, self.data_root, self.data.train_split, self.augment,
+                               int(self.cfg.get("seed", 0)))
+
     def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
-        logits = outputs["seg"]
-        return self.criterion.to(logits.device)(logits, batch["label"])
+        logits = outputs[self.head]
+        return self.criterion.to(logits.device)(logits, batch[self.label_key])
 
     # ------------------------------------------------------------------ inference
     def _logits(self, model: nn.Module, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Class probabilities of one (1,3,h,w) image, upsampled to ``size``, flip-averaged if set
         (the mirrored image's left/right classes swapped back first)."""
         ac = self.infer_cfg.align_corners
-        out = F.interpolate(model(image)["seg"].float(), size=size, mode="bilinear", align_corners=ac).softmax(1)
+        out = F.interpolate(model(image)[self.head].float(), size=size, mode="bilinear", align_corners=ac).softmax(1)
         if self.infer_cfg.flip:
-            flipped = model(image.flip(3))["seg"].float().flip(3)
+            flipped = model(image.flip(3))[self.head].float().flip(3)
             perm = self.class_info.flip_permutation
             if perm is not None:
                 flipped = flipped[:, perm]
@@ -227,7 +288,7 @@ class SegmentationTask(Task):
             image = batch["image"].to(device)
             with (autocast() if autocast else contextlib.nullcontext()):
                 probs = self.predict_probs(model, image)
-            cm.update(probs.argmax(1).numpy(), batch["label"].numpy())
+            cm.update(probs.argmax(1).numpy(), batch[self.label_key].numpy())
             if progress:
                 progress(i + 1, len(loader))
         model.train(was_training)
@@ -239,6 +300,9 @@ class SegmentationTask(Task):
     def evaluate_file(self, predictions: str | Path, out_dir: Optional[Path] = None) -> dict[str, float]:
         """Score a folder of prediction PNGs: Cityscapes labelIds in the benchmark submission format,
         or index PNGs named like the validation labels (``<stem><label_suffix>``)."""
+        if self.data.is_dense:
+            raise PlatformError(f"--predictions: scoring a folder of label PNGs is not supported for the "
+                                f"{self.data.format} layout; evaluate the model with --checkpoint")
         if self.data.format == "cityscapes" and is_cityscapes(self.class_info):
             return evaluate_prediction_folder(predictions, data_root=self.data_root,
                                               split=self.data.split_name("val"), out_dir=out_dir)
@@ -276,7 +340,7 @@ class SegmentationTask(Task):
         out_dir.mkdir(parents=True, exist_ok=True)
         n = min(limit, len(ds))
         for i in range(n):
-            image, label = ds.load(i)
+            image, label = dense_source.pair(ds, i, self.label_key) if self.data.is_dense else ds.load(i)
             stem = ds.samples[i].stem.replace("/", "_")
             np.savez_compressed(out_dir / f"{stem}.npz", image=image, label=label.astype(self.class_info.label_dtype))
             cv2.imwrite(str(out_dir / f"{stem}.jpg"), overlay(image, label, info=self.class_info)[:, :, ::-1])

@@ -1,0 +1,2 @@
+"""Semantic boundary detection. Importing registers the task and its loss."""
+from . import task  # noqa: F401

@@ -1,0 +1,2 @@
+"""Monocular depth regression. Importing registers the task and its loss."""
+from . import task  # noqa: F401

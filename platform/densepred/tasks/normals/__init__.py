@@ -1,0 +1,2 @@
+"""Surface normal estimation. Importing registers the task and its loss."""
+from . import task  # noqa: F401

@@ -1,0 +1,1 @@
+"""Experiment tracking: runs logged to MLflow (the optional ``[tracking]`` extra)."""
