@@ -4,7 +4,8 @@
 # `set -euo pipefail`, so a failure there returns non-zero instead of closing a terminal.
 # torch is pinned and installed first (a CPU wheel here); then the package with its dependencies,
 # every version held to scripts/constraints.txt (the versions the test suite passed with).
-# Re-installs only when pyproject.toml or the constraints changed since the last installation.
+# Re-installs only when pyproject.toml or the constraints changed since the last installation, and
+# never into a .venv that is a symbolic link to an environment elsewhere.
 
 _densepred_env() {
   local root venv
@@ -19,7 +20,9 @@ _densepred_env() {
     fi
     stamp="$venv/.densepred-env-stamp"
     want="$(cat "$root/pyproject.toml" "$root/scripts/constraints.txt" | sha256sum | cut -d' ' -f1)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    if [ -L "$venv" ]; then
+      :  # a linked environment (e.g. the test suite's own) is installed and updated where it lives
+    elif [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
       echo "[env] installing torch==2.13.0, then the platform and its dependencies (a few minutes the first time)"
       pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
       "${pip[@]}" --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true

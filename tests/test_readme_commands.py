@@ -298,8 +298,9 @@ def test_readme_quick_start_sweep_and_tools_as_written(tmp_path):
 @pytest.mark.slow
 def test_readme_demo_recipes_sweeps_and_main_job_as_written(tmp_path):
     root = fresh_copy(tmp_path / "repo")
-    # scripts/demo.sh sources scripts/env.sh: the suite's environment is the one it would build
-    # (same pyproject.toml and constraints, so nothing is installed again).
+    # scripts/demo.sh sources scripts/env.sh: the suite's environment is the one it would build, and
+    # env.sh leaves a linked .venv alone (an editable re-install from here would point the suite's
+    # environment at this temporary copy).
     (root / ".venv").symlink_to(Path(sys.prefix))
     for run in SLOW:
         if "--input street.jpg" in run.command:  # the user's photo: a picture of the demo set
