@@ -76,9 +76,12 @@ def test_precision_is_chosen_by_ap_on_the_trained_demo(pose_run, tmp_path, monke
         pytest.skip("no native bf16 on this CPU: fp32 kept without a check (as expected)")
     verdict = fast.plan["agreement"]["fold+cl+bf16"]
     assert verdict["ok"] and "bf16 agrees with fp32" in line, line
+    # bf16 stays a candidate; it is chosen unless an fp32 path (ONNX Runtime at this small size) was faster
+    assert not [n for n in ("fold+cl+bf16", "fold+cl+bf16+jit") if n in fast.plan["failed"]], fast.plan["failed"]
     ms = fast.plan["ms"]
-    bf16_faster = min(ms.get("fold+cl+bf16", 1e9), ms.get("fold+cl+bf16+jit", 1e9)) < ms["fold+cl"]
-    assert fast.plan["precision"] == ("bf16" if bf16_faster else "fp32"), fast.plan
+    fastest_bf16 = min(ms[n] for n in ("fold+cl+bf16", "fold+cl+bf16+jit") if n in ms)
+    if fast.plan["precision"] == "fp32":
+        assert ms[fast.plan["path"]] < fastest_bf16, fast.plan
 
     last_conv = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     with torch.no_grad():

@@ -598,8 +598,10 @@ def _agreement_note(plan: dict[str, Any]) -> str:
     notes = []
     for name, a in sorted((plan.get("agreement") or {}).items()):
         verdict = "agrees with fp32" if a["ok"] else "refused"
-        notes.append(f"{PRECISION.get(name, name)} {verdict} on {plan.get('calibration', 'the calibration')}: "
-                     f"{a['fraction']:.2%} {a['what']} (needs {a['required']:.1%})")
+        note = (f"{PRECISION.get(name, name)} {verdict} on {plan.get('calibration', 'the calibration')}: "
+                f"{a['fraction']:.2%} {a['what']} (needs {a['required']:.1%})")
+        if note not in notes:  # bf16 and bf16+jit compute alike: one line says it
+            notes.append(note)
     return "".join(f"; {n}" for n in notes)
 
 
