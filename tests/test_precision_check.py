@@ -150,7 +150,7 @@ def test_bench_paths_scores_every_inference_path_of_a_run_folder(tiny_pose_demo,
     section = run_paths(quick=True, log=lambda _line: None, checkpoints=[run])
     (entry,) = section["models"]
     rows = {r["path"]: r for r in entry["rows"]}
-    assert set(rows) == {"eager", "fold", "fold+cl", "fold+cl+bf16", "fold+cl+bf16+jit", "ort"}
+    assert set(rows) == {"eager", "fold", "fold+cl", "fold+cl+bf16", "fold+cl+bf16+jit", "fold+cl+bf16+onednn", "ort"}
     assert rows["eager"]["metric"] == "AP" and rows["eager"]["latency_ms_batch1"] > 0
     for name in ("fold", "fold+cl"):
         assert rows[name]["delta_vs_eager"] == pytest.approx(0.0, abs=1e-3), rows[name]

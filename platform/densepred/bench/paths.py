@@ -16,7 +16,7 @@ import torch
 from .timing import median, rounded, time_runs, torch_threads
 
 DEFAULT_RUNS = (Path("work_dirs/pose_demo"), Path("work_dirs/seg_demo"))
-PATHS = ("eager", "fold", "fold+cl", "fold+cl+bf16", "fold+cl+bf16+jit", "ort")
+PATHS = ("eager", "fold", "fold+cl", "fold+cl+bf16", "fold+cl+bf16+jit", "fold+cl+bf16+onednn", "ort")
 
 
 def _checkpoint_of(item: Path) -> Optional[Path]:
