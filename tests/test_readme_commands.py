@@ -138,6 +138,8 @@ _CHECKPOINT = "needs an official checkpoint file, which these machines cannot do
 _CLUSTER = "needs a multi-node Ray cluster (`ray start`); tests/test_node_loss.py runs a local 3-node cluster"
 NOT_RUN = {
     "bash scripts/test.sh": "the test suite itself (CI runs it through .ci/run)",
+    "python benchmarks/multitask_table.py --suite scenes":
+        "nine trainings, about an hour; each scenes recipe it trains is run as written in SLOW",
     "mlflow ui --backend-store-uri sqlite:///work_dirs/mlflow.db":
         "a web server that runs until stopped; tests/test_tracking.py reads the same store with MlflowClient",
     "platform train tasks/pose_coco.yaml --set data_root=/data/coco --workers 4 --gpu": _REAL_DATA,
