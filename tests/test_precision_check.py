@@ -157,3 +157,17 @@ def test_bench_paths_scores_every_inference_path_of_a_run_folder(tiny_pose_demo,
     assert entry["chosen"].startswith("inference: ")
     missing = run_paths(quick=True, log=lambda _line: None, checkpoints=[tmp_path / "nothing"])
     assert "no trained checkpoint" in missing["skipped"]
+
+
+def test_without_validation_data_inference_stays_fp32_and_says_why(native_bf16, tmp_path):
+    """`platform predict` on one's own photos, where the task's val split is not on this machine:
+    no evidence for bf16, so fp32 paths only, and the plan line says why."""
+    from densepred import load_config
+    from densepred.inference import optimize_for_task
+    from densepred.tasks.base import build_task
+    from test_tune import TASK, TINY
+
+    task = build_task(load_config(TASK, {**TINY, "data_root": str(tmp_path / "no_such_set")}))
+    fast, line = optimize_for_task(task, task.build_model())
+    assert fast.plan["precision"] == "fp32", fast.plan
+    assert "precision fp32: no validation data to check reduced precision against" in line, line

@@ -636,9 +636,15 @@ def optimize_for_task(task: Any, model: nn.Module, batch: int = 1,
     example = torch.randn(max(1, int(batch)), 3, int(h), int(w), generator=torch.Generator().manual_seed(0))
     settings = task.precision_settings()
     precision = precision or settings.precision
-    calibration = task.calibration(settings) if precision == "auto" and reduced_precision_possible() else None
+    calibration, note = None, ""
+    if precision == "auto" and reduced_precision_possible():
+        try:
+            calibration = task.calibration(settings)
+        except PlatformError as e:  # e.g. predict on the user's photos, without the val split here
+            precision = "fp32"
+            note = f"; precision fp32: no validation data to check reduced precision against ({e})"
     optimized = optimize(model, example, precision=precision, calibration=calibration)
-    return optimized, optimized.describe()
+    return optimized, optimized.describe() + note
 
 
 def reduced_precision_possible(device: Optional[torch.device] = None) -> bool:
