@@ -21,8 +21,9 @@ from ...errors import DataError
 from .layout import TargetSpec
 
 
-def read_index_png(path: Path) -> np.ndarray:
-    """A single-channel PNG as stored (palette PNGs give their indices); a colour image is refused."""
+def read_index_png(path: Path, kind: str = "index", hint: str = "") -> np.ndarray:
+    """A single-channel PNG as stored (uint8/uint16; palette PNGs give their indices); a colour
+    image is refused, the error naming the expected ``kind`` of PNG and ending with ``hint``."""
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise DataError(f"label file {path} is missing or corrupt")
@@ -32,7 +33,7 @@ def read_index_png(path: Path) -> np.ndarray:
         with Image.open(path) as im:   # OpenCV expands palette PNGs to colour; the labels are the indices
             if im.mode in ("P", "L", "I", "I;16"):
                 return np.asarray(im)
-        raise DataError(f"label file {path} has {raw.shape[2]} channels; expected a single-channel index PNG")
+        raise DataError(f"label file {path} has {raw.shape[2]} channels; expected a single-channel {kind} PNG{hint}")
     return raw
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -76,19 +75,10 @@ def find_samples(data_root: Path, split: str, need_labels: bool = True) -> list[
 def read_label_png(path: Path, kind: str = "index") -> np.ndarray:
     """A label PNG as stored (uint8/uint16); palette PNGs give their indices. A colour (RGB) label
     is refused with the command that converts it."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DataError(f"label file {path} is missing or corrupt")
-    if raw.ndim == 3:
-        from PIL import Image
+    from ..dense.decode import read_index_png
 
-        with Image.open(path) as im:   # OpenCV expands palette PNGs to colour; their labels are the indices
-            if im.mode in ("P", "L", "I", "I;16"):
-                return np.asarray(im)
-        raise DataError(f"label file {path} has {raw.shape[2]} channels; expected a single-channel {kind} PNG "
-                        "(colour-coded labels: convert them with `platform data convert-labels SRC OUT "
-                        "--palette CLASS_INFO`)")
-    return raw
+    return read_index_png(path, kind, hint=" (colour-coded labels: convert them with `platform data convert-labels "
+                                           "SRC OUT --palette CLASS_INFO`)")
 
 
 def read_label(sample: SegSample, image_shape: tuple[int, ...], info: ClassInfo, kind: str = "index") -> np.ndarray:
