@@ -620,6 +620,37 @@ def _categories() -> list[dict]:
     }]
 
 
+# summary counts of a split <- the per-image statistics of _annotations_for_image
+_COUNTED = {"persons": "persons", "crowd_regions": "crowd", "fully_visible": "fully_visible",
+            "occluded_keypoints": "occluded_kpts", "labelled_keypoints": "labelled_kpts"}
+
+
+def _write_image(img_dir: Path, split: str, img_id: int, img: np.ndarray) -> dict:
+    """Write one rendered image as COCO names it; its ``images`` record."""
+    h, w = img.shape[:2]
+    file_name = f"{img_id:012d}.jpg"
+    if not cv2.imwrite(str(img_dir / file_name), img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+        raise OSError(f"could not write {img_dir / file_name}")
+    return {"license": 1, "file_name": file_name,
+            "coco_url": f"http://images.cocodataset.invalid/{split}2017/{file_name}",
+            "height": h, "width": w, "date_captured": "2017-01-01 00:00:00",
+            "flickr_url": "", "id": img_id}
+
+
+def _coco_document(seed: int, images: list[dict], annotations: list[dict]) -> dict:
+    """A split's COCO keypoint annotation file."""
+    return {
+        "info": {"description": "densepred synthetic person keypoints (COCO format)",
+                 "url": "", "version": "1.0", "year": 2017,
+                 "contributor": f"densepred make_pose_demo (seed {seed})",
+                 "date_created": "2017/01/01"},
+        "licenses": [{"url": "", "id": 1, "name": "synthetic data, no restrictions"}],
+        "images": images,
+        "annotations": annotations,
+        "categories": _categories(),
+    }
+
+
 def make_pose_demo(out_dir: str | Path, num_train_images: int = 300, num_val_images: int = 60,
                    image_size: tuple[int, int] = (256, 192), seed: int = 0,
                    progress: bool = True) -> dict:
@@ -666,41 +697,19 @@ def make_pose_demo(out_dir: str | Path, num_train_images: int = 300, num_val_ima
         for i, img_id in enumerate(split_ids[split]):
             rng = np.random.default_rng([seed, split_code, i])
             img, persons, crowd_mask = _render_image(rng, w, h)
-            file_name = f"{img_id:012d}.jpg"
-            if not cv2.imwrite(str(root / img_dir / file_name), img,
-                               [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
-                raise OSError(f"could not write {root / img_dir / file_name}")
-            images.append({
-                "license": 1, "file_name": file_name,
-                "coco_url": f"http://images.cocodataset.invalid/{split}2017/{file_name}",
-                "height": h, "width": w, "date_captured": "2017-01-01 00:00:00",
-                "flickr_url": "", "id": img_id,
-            })
+            images.append(_write_image(root / img_dir, split, img_id, img))
             anns, ann_id, crowd_id, st = _annotations_for_image(
                 img_id, persons, crowd_mask, h, w, ann_id, crowd_id)
             annotations += anns
             counts["images"] += 1
-            counts["persons"] += st["persons"]
-            counts["crowd_regions"] += st["crowd"]
-            counts["fully_visible"] += st["fully_visible"]
-            counts["occluded_keypoints"] += st["occluded_kpts"]
-            counts["labelled_keypoints"] += st["labelled_kpts"]
+            for key, stat in _COUNTED.items():
+                counts[key] += st[stat]
             if split == "val":
                 detections += _detections(rng, img_id, anns, w, h)
             if progress and ((i + 1) % 100 == 0 or i + 1 == n_split):
                 print(f"[pose demo] {split}: {i + 1}/{n_split} images", flush=True)
-        coco = {
-            "info": {"description": "densepred synthetic person keypoints (COCO format)",
-                     "url": "", "version": "1.0", "year": 2017,
-                     "contributor": f"densepred make_pose_demo (seed {seed})",
-                     "date_created": "2017/01/01"},
-            "licenses": [{"url": "", "id": 1, "name": "synthetic data, no restrictions"}],
-            "images": images,
-            "annotations": annotations,
-            "categories": _categories(),
-        }
         with open(root / ann_file, "w") as fh:
-            json.dump(coco, fh, separators=(",", ":"))
+            json.dump(_coco_document(seed, images, annotations), fh, separators=(",", ":"))
         summary[f"{split}_ann"] = str(root / ann_file)
         summary[f"{split}_images"] = str(root / img_dir)
         summary[split] = counts
