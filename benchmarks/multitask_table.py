@@ -74,9 +74,11 @@ def run_overrides(name: str, root: Path, work_dir: Path, epochs: int) -> list[st
     common = [f"work_dir={work_dir}", f"train.epochs={epochs}", f"run_name=table_{name}"]
     if name == "joint":
         return common + [f"task.members.{m}.data_root={root}" for m in ("pose", "mask")]
-    if name == "pose":  # the 30-epoch recipe the joint run's pose member uses (pose_demo.yaml trains 17)
+    if name == "pose":  # the joint run's pose member: the 30-epoch stride-4 recipe and the joint model's head
         common += ["data.batch_size=32", "data.decoding=argmax", "scheduler.milestones=[20,26]",
-                   "evaluation.interval=5"]
+                   "evaluation.interval=5", "data.heatmap_size=[24,32]", "data.sigma=2.0",
+                   "data.augment.shift_factor=0.0", "model.backbone.stem_channels=64",
+                   "model.heads.pose={type: HeatmapHead, num_keypoints: 17}"]
     return common + [f"data_root={root}"]
 
 

@@ -356,8 +356,8 @@ ROWS: list[Row] = [
     Row("train-input-size-huge", train("data.input_size=[100000,100000]"),
         r"--set: data\.input_size must be <= 4096, got \[100000, 100000\]", absent=NO_RUN),
     Row("train-input-size-without-heatmap-size", train("data.input_size=[128,160]"),
-        r"data\.heatmap_size \[24, 32\] does not fit data\.input_size \[128, 160\]: .* so set "
-        r"data\.heatmap_size=\[32,40\]", absent=NO_RUN),
+        r"data\.heatmap_size \[48, 64\] does not fit data\.input_size \[128, 160\]: .* so set "
+        r"data\.heatmap_size=\[64,80\]", absent=NO_RUN),
     Row("train-sigma-0", train("data.sigma=0"), r"--set: data\.sigma must be > 0, got 0", absent=NO_RUN),
     Row("train-encoding-unknown", train("data.encoding=foo"),
         r"--set: data\.encoding must be one of msra, dark, udp, got 'foo'", absent=NO_RUN),

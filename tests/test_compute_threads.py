@@ -26,11 +26,15 @@ def test_probe_decides_the_worker_threads_and_says_so(tmp_path, monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_workers_get_passive_openmp_waits_unless_the_user_chose(monkeypatch):
+def test_workers_get_short_openmp_spins_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert launch.ray_init_kwargs()["runtime_env"]["env_vars"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    env = launch.ray_init_kwargs()["runtime_env"]["env_vars"]
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["GOMP_SPINCOUNT"] == launch.GOMP_SPINCOUNT == "10000"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert launch.ray_init_kwargs()["runtime_env"]["env_vars"]["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    env = launch.ray_init_kwargs()["runtime_env"]["env_vars"]
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["GOMP_SPINCOUNT"] == "0"
 
 
 def test_data_wait_is_the_time_spent_waiting_for_batches():

@@ -14,7 +14,7 @@ import yaml
 
 from conftest import REPO, _proc_ids, _session_processes
 
-TINY = {"bbox_file": None, "data.input_size": [48, 64], "data.heatmap_size": [12, 16], "data.batch_size": 2,
+TINY = {"bbox_file": None, "data.input_size": [48, 64], "data.heatmap_size": [24, 32], "data.batch_size": 2,
         "data.val_batch_size": 16, "data.loader_workers": 0, "evaluation.flip_test": False,
         "train.channels_last": False, "model.backbone.width": 8, "train.epochs": 2}
 

@@ -68,7 +68,7 @@ def test_cli_export_dynamic_batch_accepts_batch_3(pose_ckpt, tmp_path, capsys):
     with torch.no_grad():
         expected = model(x)["pose"].numpy()
     got = ort_run(out, x)["pose"]
-    assert got.shape == (3, 17, 32, 24) and np.abs(got - expected).max() < 1e-4
+    assert got.shape == (3, 17, 64, 48) and np.abs(got - expected).max() < 1e-4
 
 
 def test_cli_export_default_out_is_next_to_the_checkpoint_with_fixed_batch(pose_ckpt, capsys):

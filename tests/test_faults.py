@@ -23,7 +23,7 @@ from densepred.engine.launch import train
 from densepred.engine.run_state import read_latest
 
 TASK = REPO / "tasks" / "pose_demo.yaml"
-TINY = ["bbox_file=null", "data.input_size=[48, 64]", "data.heatmap_size=[12, 16]", "data.batch_size=2",
+TINY = ["bbox_file=null", "data.input_size=[48, 64]", "data.heatmap_size=[24, 32]", "data.batch_size=2",
         "data.val_batch_size=16", "data.loader_workers=0", "evaluation.interval=1", "evaluation.flip_test=false",
         "train.log_interval=1", "ray.cpus_per_worker=1", "train.channels_last=false",
         "model.backbone.width=8"]

@@ -178,6 +178,7 @@ def test_v2_in_the_backbone_equals_the_official_head_concat(reference_dir, sets)
     ("stage3.num_channels=[8, 16]",
      r"^--set: model\.backbone\.stage3\.num_channels must list 3 positive integers .*got \[8, 16\]"),
     ("width=8", r"^--set: give either 'arch' or 'model\.backbone\.width', not both"),
+    ("stem_channels=0", r"^--set: model\.backbone\.stem_channels must be a positive integer, got 0"),
 ])
 def test_invalid_values_are_one_line_config_errors(setting, message):
     cfg = load_config(POSE, [f"model.backbone.{setting}"])
@@ -202,3 +203,14 @@ def test_explicit_head_channels_must_match_the_backbone():
     with pytest.raises(ConfigError, match=r"--set: model\.heads\.pose\.in_channels is \[32\] but the backbone "
                                           r"outputs \[8\] channels; remove it"):
         build_model(cfg)
+
+
+def test_stem_channels_narrow_the_stem_only():
+    """The demo's 32-channel stem: the stem and layer1's input change, every branch keeps its width,
+    and the official default stays 64 (its checkpoints keep loading)."""
+    official = build_model({"backbone": tiny_backbone(), "heads": {"pose": {"type": "HeatmapHead"}}})
+    narrow = build_model({"backbone": tiny_backbone(stem_channels=32), "heads": {"pose": {"type": "HeatmapHead"}}})
+    assert official.backbone.conv1.out_channels == 64 and narrow.backbone.conv1.out_channels == 32
+    assert narrow.backbone.conv2.in_channels == 32 and narrow.backbone.layer1[0].conv1.in_channels == 32
+    assert narrow.backbone.out_channels == official.backbone.out_channels
+    assert narrow(torch.zeros(1, 3, 64, 48))["pose"].shape == (1, 17, 16, 12)

@@ -89,7 +89,7 @@ def test_what_changes_the_records_changes_the_key(demo_root, codec, cache, tmp_p
     other_thr = _dataset(demo_root, codec, "val2017", bbox_file=DET_FILE, det_score_thr=0.8)
     gt = _dataset(demo_root, codec, "val2017")
     wide = _dataset(demo_root, build_task(load_config(TASK, ["data.input_size=[128,128]",
-                                                             "data.heatmap_size=[32,32]"])).codec, "val2017")
+                                                             "data.heatmap_size=[64,64]"])).codec, "val2017")
     files = {base.index_file, other_thr.index_file, gt.index_file, wide.index_file}
     assert len(files) == 4 and all(d.index_source == "parsed" for d in (base, other_thr, gt, wide))
     assert len(other_thr) < len(base)

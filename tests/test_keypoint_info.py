@@ -121,7 +121,7 @@ def write_hand_set(root: Path, images: int = 4, categories: tuple[int, ...] = (1
 HAND_SETS = {"data.format": "coco", "data.train_ann": "annotations/train.json", "data.train_images": "images/train",
              "data.val_ann": "annotations/val.json", "data.val_images": "images/val", "bbox_file": None,
              "data.keypoint_info": None, "model.heads.pose.num_keypoints": None, "data.input_size": [64, 64],
-             "data.heatmap_size": [16, 16], "data.augment.half_body_prob": 0.0}
+             "data.heatmap_size": [32, 32], "data.augment.half_body_prob": 0.0}
 
 
 def hand_task(root: Path, **sets):
@@ -138,7 +138,7 @@ def test_a_21_joint_two_category_file_indexes_every_hand_with_computed_fields(tm
     model = task.build_model()
     assert model.heads["pose"].final_layer.out_channels == 21
     sample = ds[0]
-    assert sample["target"].shape == (21, 16, 16)
+    assert sample["target"].shape == (21, 32, 32)
 
 
 def test_oks_ap_with_a_data_sets_sigmas_equals_pycocotools(tmp_path):

@@ -67,7 +67,8 @@ def test_members_come_from_their_task_files_with_inline_overrides(tiny_pose_demo
     pose = cfg["task"]["members"]["pose"]
     assert pose["config"].endswith("tasks/pose_demo.yaml")
     assert pose["data"]["batch_size"] == 4                       # inline override
-    assert pose["data"]["sigma"] == 2.0                          # from pose_coco.yaml via pose_demo.yaml
+    assert pose["data"]["sigma"] == 2.0                          # the recipe's inline value (pose_demo.yaml: 1.5)
+    assert pose["data"]["augment"]["half_body_prob"] == 0.3      # from pose_coco.yaml via pose_demo.yaml
     assert pose["data_root"] == str(tiny_pose_demo)              # absolute for the workers
     task = build_task(cfg)
     assert task.names == ["pose", "mask"] and task.head_names == ("pose", "mask")
@@ -160,7 +161,10 @@ def test_same_input_run_feeds_both_heads_and_balances_per_epoch(ray_local, tiny_
 # --------------------------------------------------------------------------- checkpoints
 
 def test_single_task_checkpoint_initialises_backbone_and_its_head(tiny_pose_demo, tmp_path, capsys):
-    pose_cfg = load_config(REPO / "tasks" / "pose_demo.yaml", [f"data_root={tiny_pose_demo}"])
+    # the joint demo's pose member is the stride-4 recipe: the demo HRNet with its official stem and HeatmapHead
+    pose_cfg = load_config(REPO / "tasks" / "pose_demo.yaml", [
+        f"data_root={tiny_pose_demo}", "model.backbone.stem_channels=64", "data.heatmap_size=[24,32]",
+        "model.heads.pose={type: HeatmapHead, num_keypoints: 17}"])
     single = build_task(pose_cfg).build_model()
     save_checkpoint(tmp_path / "pose.pth", single)
     task = build_task(_same_cfg(tiny_pose_demo, tmp_path))

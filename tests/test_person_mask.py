@@ -62,7 +62,10 @@ def test_the_mask_target_lines_up_with_the_person(tiny_pose_demo, overrides):
 
 
 def test_extra_targets_leave_the_pose_samples_unchanged(tiny_pose_demo):
-    pose = _task(tiny_pose_demo, POSE_RECIPE)
+    # the pose member of tasks/multitask_demo.yaml: the stride-4 recipe beside the stride-4 masks
+    pose = _task(tiny_pose_demo, POSE_RECIPE, **{"data.heatmap_size": [24, 32], "data.sigma": 2.0,
+                                                 "data.augment.shift_factor": 0.0, "model.backbone.stem_channels": 64,
+                                                 "model.heads.pose": {"type": "HeatmapHead", "num_keypoints": 17}})
     mask = _task(tiny_pose_demo)
     plain = pose.build_dataset("train")
     with_mask = pose.build_dataset("train", extra_targets=mask.extra_targets("train"))

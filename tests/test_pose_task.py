@@ -55,7 +55,8 @@ def test_eval_predictions_of_ground_truth_gives_ap_1(demo_root, tmp_path, capsys
 def test_encode_decode_ground_truth_round_trip(demo_root, encoding, decoding, min_ap):
     """Ground truth -> crop -> heatmaps -> decode -> COCO AP: the codec loses (almost) nothing."""
     task = _task(demo_root, "bbox_file=null", f"data.encoding={encoding}", f"data.decoding={decoding}",
-                 "data.input_size=[192, 256]", "data.heatmap_size=[48, 64]")
+                 "data.input_size=[192, 256]", "data.heatmap_size=[48, 64]", "data.sigma=2.0",
+                 "model.heads.pose={type: HeatmapHead, num_keypoints: 17}")  # the official stride 4
     ds = task.val_dataset()
     persons = []
     for i, r in enumerate(ds.records):
@@ -116,7 +117,7 @@ def test_val_samples_follow_the_official_box_convention(demo_root, tmp_path):
         for j in range(17):
             if vis[j, 0] > 0:
                 joints[j, :2] = trans @ np.array([joints[j, 0], joints[j, 1], 1.0])
-        target, weight = generate_target(joints, vis, [w_in, h_in], task.codec.heatmap_size, 2.0)
+        target, weight = generate_target(joints, vis, [w_in, h_in], task.codec.heatmap_size, task.codec.sigma)
         np.testing.assert_allclose(z["target"], target, atol=1e-6)
         np.testing.assert_array_equal(z["target_weight"], weight)
 

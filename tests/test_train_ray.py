@@ -18,7 +18,7 @@ TASK = REPO / "tasks" / "pose_demo.yaml"
 def _cfg(root, work_dir, *extra):
     return load_config(TASK, [
         f"data_root={root}", f"work_dir={work_dir}", "bbox_file=null",
-        "data.input_size=[48, 64]", "data.heatmap_size=[12, 16]", "data.batch_size=4",
+        "data.input_size=[48, 64]", "data.heatmap_size=[24, 32]", "data.batch_size=4",
         "data.val_batch_size=16", "data.loader_workers=0", "evaluation.interval=1",
         "evaluation.flip_test=false", "train.log_interval=1", "ray.cpus_per_worker=1", *extra])
 

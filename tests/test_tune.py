@@ -19,7 +19,7 @@ from densepred import ConfigError, PlatformError, load_config
 from densepred.tuning.space import check_against_task, load_space
 
 TASK = REPO / "tasks" / "pose_demo.yaml"
-TINY = {"bbox_file": None, "data.input_size": [48, 64], "data.heatmap_size": [12, 16], "data.batch_size": 2,
+TINY = {"bbox_file": None, "data.input_size": [48, 64], "data.heatmap_size": [24, 32], "data.batch_size": 2,
         "data.val_batch_size": 16, "data.loader_workers": 0, "evaluation.flip_test": False,
         "train.log_interval": 5, "train.channels_last": False, "model.backbone.width": 8}
 
@@ -54,7 +54,12 @@ def test_asha_sweep_stops_weak_trials_and_its_best_config_trains_unchanged(ray_l
     from densepred.tuning.runner import run_sweep
 
     # The good trial (lr 3e-3) runs first and sets the bar at each rung; the weak one falls below it.
-    spec = load_space(write_space(tmp_path, tiny_pose_demo, space={"optimizer.lr": {"grid": [3.0e-3, 1.0e-5]}}))
+    # On the stride-4 recipe: with stride-2 heatmaps lr 3e-3 has the higher loss after one tiny epoch.
+    stride4 = {**TINY, "data_root": str(tiny_pose_demo), "work_dir": str(tmp_path / "work"), "train.epochs": 3,
+               "data.heatmap_size": [12, 16], "data.sigma": 2.0, "data.augment.shift_factor": 0.0,
+               "model.backbone.stem_channels": 64, "model.heads.pose": {"type": "HeatmapHead", "num_keypoints": 17}}
+    spec = load_space(write_space(tmp_path, tiny_pose_demo, overrides=stride4,
+                                  space={"optimizer.lr": {"grid": [3.0e-3, 1.0e-5]}}))
     out = run_sweep(spec)
     rows = _rows(out["dir"])
     assert len(rows) == 2

@@ -44,10 +44,10 @@ import json
 import os
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import nn
@@ -215,7 +215,7 @@ def _bf16_runner(module_cl: nn.Module, example: Optional[torch.Tensor] = None,
 
     def run(x: torch.Tensor) -> Any:
         # the fuser switch is global: on only for this graph's calls (its profiling runs fuse it)
-        fuse = torch.jit.fuser("fuser3") if onednn_graph else nullcontext()
+        fuse = _onednn_graph_fuser() if onednn_graph else nullcontext()
         with torch.no_grad(), fuse:
             out = low(x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last))
         return _as_eager(out)
@@ -223,6 +223,29 @@ def _bf16_runner(module_cl: nn.Module, example: Optional[torch.Tensor] = None,
         for _ in range(3):  # the profiling executor specialises and fuses over the first calls
             run(example[:1])
     return run
+
+
+@contextmanager
+def _onednn_graph_fuser() -> Iterator[None]:
+    """TorchScript's oneDNN Graph fuser on, as ``torch.jit.fuser("fuser3")`` switches it, without
+    that helper's nvFuser calls: nvFuser is gone from torch and each call printed two warnings
+    per batch."""
+    C = torch._C
+    old = (C._jit_set_profiling_executor(True), C._get_graph_executor_optimize(True), C._jit_can_fuse_on_cpu(),
+           C._jit_can_fuse_on_gpu(), C._jit_texpr_fuser_enabled(), C._jit_llga_enabled())
+    C._jit_override_can_fuse_on_cpu(True)
+    C._jit_override_can_fuse_on_gpu(False)
+    C._jit_set_texpr_fuser_enabled(True)
+    C._jit_set_llga_enabled(True)
+    try:
+        yield
+    finally:
+        C._jit_set_profiling_executor(old[0])
+        C._get_graph_executor_optimize(old[1])
+        C._jit_override_can_fuse_on_cpu(old[2])
+        C._jit_override_can_fuse_on_gpu(old[3])
+        C._jit_set_texpr_fuser_enabled(old[4])
+        C._jit_set_llga_enabled(old[5])
 
 
 def _autocast(device: torch.device, bf16: bool, fp16: bool, cache: bool = True) -> Any:

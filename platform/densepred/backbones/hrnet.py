@@ -346,6 +346,9 @@ class HRNet(nn.Module):
             resolution one (False, official pose). Follows ``aggregation`` when not given
             (v1: False, v2: True, none: True); a contradicting value is an error.
         bn_momentum: BatchNorm momentum (0.1 pose, 0.01 segmentation in the official code).
+        stem_channels: channels of the two stride-2 stem convolutions (64 official). At small
+            widths the stem is about half of the network's cost: 32 makes a width-16 model about
+            20 % faster to train.
 
     ``forward`` returns a list of features, highest resolution first (stride 4); ``out_channels``
     gives the channels of each (heads get it as ``in_channels``).
@@ -356,7 +359,8 @@ class HRNet(nn.Module):
                  stage3: Optional[dict] = None, stage4: Optional[dict] = None,
                  num_stages: int = 4, aggregation: Optional[str] = None,
                  upsample_mode: str = "nearest", align_corners: bool = False,
-                 multiscale_output: Optional[bool] = None, bn_momentum: float = 0.1, in_channels: int = 3):
+                 multiscale_output: Optional[bool] = None, bn_momentum: float = 0.1, in_channels: int = 3,
+                 stem_channels: int = 64):
         super().__init__()
         if upsample_mode not in UPSAMPLE_MODES:
             raise hrnet_error("upsample_mode", f"{{key}} must be one of {', '.join(UPSAMPLE_MODES)}, "
@@ -369,15 +373,18 @@ class HRNet(nn.Module):
                                                    stage4=stage4), num_stages)
         self.num_stages, self.aggregation, self.align_corners = num_stages, aggregation, align_corners
         m = bn_momentum
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 2, 1, bias=False)
-        self.bn1 = _bn(64, m)
-        self.conv2 = nn.Conv2d(64, 64, 3, 2, 1, bias=False)
-        self.bn2 = _bn(64, m)
+        if not _positive_int(stem_channels):
+            raise hrnet_error("stem_channels", f"{{key}} must be a positive integer, got {stem_channels!r}")
+        stem = stem_channels
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 2, 1, bias=False)
+        self.bn1 = _bn(stem, m)
+        self.conv2 = nn.Conv2d(stem, stem, 3, 2, 1, bias=False)
+        self.bn2 = _bn(stem, m)
         self.relu = nn.ReLU(inplace=True)
 
         s1 = self.arch["stage1"]
         block1 = BLOCKS[s1["block"]]
-        self.layer1 = make_blocks(block1, 64, s1["num_channels"], s1["num_blocks"], m)
+        self.layer1 = make_blocks(block1, stem, s1["num_channels"], s1["num_blocks"], m)
         channels = [s1["num_channels"] * block1.expansion]
         for s in range(2, num_stages + 1):
             cfg = self.arch[f"stage{s}"]

@@ -63,14 +63,22 @@ def plain(x: Any) -> Any:
     return x
 
 
+#: iterations an OpenMP thread spins at a barrier before it sleeps (libgomp; microseconds)
+GOMP_SPINCOUNT = "10000"
+
+
 def ray_init_kwargs() -> dict[str, Any]:
     # Ray Train V2 re-routes print() in workers through a logger and also tees it, which doubles
     # every progress line and defeats redirect_stdout; workers keep plain print.
     # Ray's INFO start-up lines carry ANSI colours even when redirected; warnings still show.
     # OpenMP threads that spin at every operator's barrier steal the core a busy neighbour (or
-    # the data loader) needs: 2 threads then ran 15x slower than 1 on shared vCPUs. Sleeping
-    # waits cost 0-3% on a quiet machine (threadprobe, README "Performance").
-    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    # the data loader) needs: 2 threads then ran 15x slower than 1 on shared vCPUs. Waits that
+    # sleep at once (PASSIVE) cost a third of the speed of 2 threads on a quiet machine, though:
+    # the pose demo step ran at 76 img/s against 124 with spinning. A short spin before sleeping
+    # (GOMP_SPINCOUNT, libgomp's bound, which overrides PASSIVE) keeps all of that speed and
+    # bounds the stall; the thread probe still drops to 1 thread next to a busy neighbour.
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT", GOMP_SPINCOUNT)}
     return {"ignore_reinit_error": True, "log_to_driver": True, "logging_level": logging.WARNING,
             "runtime_env": {"env_vars": env}}
 

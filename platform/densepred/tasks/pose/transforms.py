@@ -29,6 +29,11 @@ class AugmentConfig:
     rotation_prob: float = setting(0.6, ge=0, le=1)
     half_body_prob: float = setting(0.3, ge=0, le=1)
     half_body_min_joints: int = setting(8, ge=0, le=10000)
+    # Box-centre jitter (mmpose's RandomBBoxTransform): with probability shift_prob the centre moves
+    # by up to shift_factor of the box size in x and y. Off in the official HRNet recipe; it teaches
+    # the model the detector's off-centre boxes.
+    shift_factor: float = setting(0.0, ge=0, le=1)
+    shift_prob: float = setting(0.0, ge=0, le=1)
 
 
 def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: float,
@@ -60,7 +65,7 @@ def half_body_box(joints: np.ndarray, joints_vis: np.ndarray, aspect_ratio: floa
 def augment(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, center: np.ndarray,
             scale: np.ndarray, aug: AugmentConfig, aspect_ratio: float, rng: np.random.Generator,
             meta: Optional[KeypointMeta] = None):
-    """Random half-body, scale, rotation and flip (``meta``: the data set's upper body and flip
+    """Random half-body, box shift, scale, rotation and flip (``meta``: the data set's upper body and flip
     pairs; default COCO's; a data set without an upper body gets no half-body crops). Returns
     (image, joints, joints_vis, center, scale, rot)."""
     if meta is None:
@@ -72,6 +77,8 @@ def augment(image: np.ndarray, joints: np.ndarray, joints_vis: np.ndarray, cente
         hb = half_body_box(joints, joints_vis, aspect_ratio, rng, meta.upper_body_ids)
         if hb is not None:
             center, scale = hb
+    if aug.shift_factor > 0 and aug.shift_prob > 0 and rng.random() < aug.shift_prob:
+        center = center + rng.uniform(-1, 1, 2).astype(np.float32) * aug.shift_factor * scale * PIXEL_STD
     sf, rf = aug.scale_factor, aug.rotation_factor
     scale = scale * np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf)
     rot = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2)) if rng.random() <= aug.rotation_prob else 0.0
