@@ -214,3 +214,4 @@ def test_stem_channels_narrow_the_stem_only():
     assert narrow.backbone.conv2.in_channels == 32 and narrow.backbone.layer1[0].conv1.in_channels == 32
     assert narrow.backbone.out_channels == official.backbone.out_channels
     assert narrow(torch.zeros(1, 3, 64, 48))["pose"].shape == (1, 17, 16, 12)
+
