@@ -206,18 +206,22 @@ def test_eval_with_and_without_eager_agree(tiny_pose_demo, tmp_path, capsys):
     from densepred import load_config, save_checkpoint
     from densepred.cli import main
 
-    # argmax decoding: DARK's Taylor step divides by the curvature, which on an untrained model's
-    # near-flat heatmaps turns fp32 rounding into offsets of whole pixels
-    sets = ["--set", f"data_root={tiny_pose_demo}", "--set", "data.loader_workers=0", "--set", "data.decoding=argmax"]
-    model = randomize_bn(build_model(load_config(POSE_TASK, [f"data_root={tiny_pose_demo}"])))
+    # The stride-4 demo model: an untrained model's near-flat stride-2 heatmaps (the current recipe)
+    # have so many near-ties that ONNX Runtime's fp32 rounding moved 12 % of the keypoints.
+    stride4 = ["model.backbone.stem_channels=64", "data.heatmap_size=[24,32]", "data.sigma=2.0",
+               "model.heads.pose={type: HeatmapHead, num_keypoints: 17}"]
+    sets = ["--set", f"data_root={tiny_pose_demo}", "--set", "data.loader_workers=0"]
+    sets += [item for s in stride4 for item in ("--set", s)]
+    model = randomize_bn(build_model(load_config(POSE_TASK, [f"data_root={tiny_pose_demo}", *stride4])))
     ckpt = save_checkpoint(tmp_path / "pose.pth", model)
-    results = {}
+    results, plan = {}, ""
     for flag in ("optimised", "--eager"):
         out = tmp_path / flag.strip("-")
         extra = [flag] if flag.startswith("--") else []
         assert main(["eval", POSE_TASK, *sets, "--checkpoint", str(ckpt), "--out", str(out), *extra]) == 0
         printed = capsys.readouterr().out
         assert ("inference: " in printed) == (flag == "optimised")
+        plan = plan or next((line for line in printed.splitlines() if "inference: " in line), "")
         results[flag] = (json.loads((out / "metrics.json").read_text()),
                          json.loads((out / "keypoints_results.json").read_text()))
     (m_opt, k_opt), (m_eager, k_eager) = results["optimised"], results["--eager"]
@@ -226,7 +230,7 @@ def test_eval_with_and_without_eager_agree(tiny_pose_demo, tmp_path, capsys):
     # keypoints, not all, must land on the same pixel.
     pts = torch.tensor([r["keypoints"] for r in k_opt]) - torch.tensor([r["keypoints"] for r in k_eager])
     same = (pts.view(len(k_opt), -1, 3)[..., :2].abs().amax(-1) < 0.5).float().mean()
-    assert len(k_opt) == len(k_eager) > 0 and float(same) >= 0.9
+    assert len(k_opt) == len(k_eager) > 0 and float(same) >= 0.9, (float(same), plan)
 
 
 def _sleeper(base_s: float, slow_calls: set, extra_s: float, counter: list):
