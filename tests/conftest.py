@@ -39,6 +39,21 @@ TINY_POSE_MODEL = {
 }
 
 
+def pose_demo_stride4(heatmap_size: list[int]) -> dict:
+    """Overrides that turn tasks/pose_demo.yaml back into the stride-4 recipe (official 64-channel
+    stem, HeatmapHead, sigma 2, no box shift): the pose member of tasks/multitask_demo.yaml."""
+    return {"data.heatmap_size": heatmap_size, "data.sigma": 2.0, "data.augment.shift_factor": 0.0,
+            "model.backbone.stem_channels": 64, "model.heads.pose": {"type": "HeatmapHead", "num_keypoints": 17}}
+
+
+def as_sets(overrides: dict) -> list[str]:
+    """``KEY=VALUE`` items (values in YAML flow style) for ``load_config`` lists and ``--set``."""
+    import yaml
+
+    return [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in overrides.items()]
+
+
 @pytest.fixture
 def no_ray(monkeypatch):
     """`platform train` must fail before Ray starts; if a check regresses, fail instead of training.

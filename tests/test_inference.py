@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, TINY_POSE_MODEL
+from conftest import REPO, TINY_POSE_MODEL, as_sets, pose_demo_stride4
 from densepred import inference
 from densepred.bnfold import count_batchnorm, fold_batchnorm
 from densepred.errors import PlatformError
@@ -208,8 +208,7 @@ def test_eval_with_and_without_eager_agree(tiny_pose_demo, tmp_path, capsys):
 
     # The stride-4 demo model: an untrained model's near-flat stride-2 heatmaps (the current recipe)
     # have so many near-ties that ONNX Runtime's fp32 rounding moved 12 % of the keypoints.
-    stride4 = ["model.backbone.stem_channels=64", "data.heatmap_size=[24,32]", "data.sigma=2.0",
-               "model.heads.pose={type: HeatmapHead, num_keypoints: 17}"]
+    stride4 = as_sets(pose_demo_stride4([24, 32]))
     sets = ["--set", f"data_root={tiny_pose_demo}", "--set", "data.loader_workers=0"]
     sets += [item for s in stride4 for item in ("--set", s)]
     model = randomize_bn(build_model(load_config(POSE_TASK, [f"data_root={tiny_pose_demo}", *stride4])))

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
+from conftest import REPO, pose_demo_stride4
 from densepred import load_checkpoint, load_config
 from densepred.checkpoint import save_checkpoint
 from densepred.cli import main
@@ -162,9 +162,8 @@ def test_same_input_run_feeds_both_heads_and_balances_per_epoch(ray_local, tiny_
 
 def test_single_task_checkpoint_initialises_backbone_and_its_head(tiny_pose_demo, tmp_path, capsys):
     # the joint demo's pose member is the stride-4 recipe: the demo HRNet with its official stem and HeatmapHead
-    pose_cfg = load_config(REPO / "tasks" / "pose_demo.yaml", [
-        f"data_root={tiny_pose_demo}", "model.backbone.stem_channels=64", "data.heatmap_size=[24,32]",
-        "model.heads.pose={type: HeatmapHead, num_keypoints: 17}"])
+    pose_cfg = load_config(REPO / "tasks" / "pose_demo.yaml",
+                           {"data_root": str(tiny_pose_demo), **pose_demo_stride4([24, 32])})
     single = build_task(pose_cfg).build_model()
     save_checkpoint(tmp_path / "pose.pth", single)
     task = build_task(_same_cfg(tiny_pose_demo, tmp_path))

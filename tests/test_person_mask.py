@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
+from conftest import REPO, pose_demo_stride4
 from densepred.config import load_config
 from densepred.errors import PlatformError
 from densepred.tasks.base import build_task
@@ -63,9 +63,7 @@ def test_the_mask_target_lines_up_with_the_person(tiny_pose_demo, overrides):
 
 def test_extra_targets_leave_the_pose_samples_unchanged(tiny_pose_demo):
     # the pose member of tasks/multitask_demo.yaml: the stride-4 recipe beside the stride-4 masks
-    pose = _task(tiny_pose_demo, POSE_RECIPE, **{"data.heatmap_size": [24, 32], "data.sigma": 2.0,
-                                                 "data.augment.shift_factor": 0.0, "model.backbone.stem_channels": 64,
-                                                 "model.heads.pose": {"type": "HeatmapHead", "num_keypoints": 17}})
+    pose = _task(tiny_pose_demo, POSE_RECIPE, **pose_demo_stride4([24, 32]))
     mask = _task(tiny_pose_demo)
     plain = pose.build_dataset("train")
     with_mask = pose.build_dataset("train", extra_targets=mask.extra_targets("train"))

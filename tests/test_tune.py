@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, pose_demo_stride4
 from densepred import ConfigError, PlatformError, load_config
 from densepred.tuning.space import check_against_task, load_space
 
@@ -56,8 +56,7 @@ def test_asha_sweep_stops_weak_trials_and_its_best_config_trains_unchanged(ray_l
     # The good trial (lr 3e-3) runs first and sets the bar at each rung; the weak one falls below it.
     # On the stride-4 recipe: with stride-2 heatmaps lr 3e-3 has the higher loss after one tiny epoch.
     stride4 = {**TINY, "data_root": str(tiny_pose_demo), "work_dir": str(tmp_path / "work"), "train.epochs": 3,
-               "data.heatmap_size": [12, 16], "data.sigma": 2.0, "data.augment.shift_factor": 0.0,
-               "model.backbone.stem_channels": 64, "model.heads.pose": {"type": "HeatmapHead", "num_keypoints": 17}}
+               **pose_demo_stride4([12, 16])}
     spec = load_space(write_space(tmp_path, tiny_pose_demo, overrides=stride4,
                                   space={"optimizer.lr": {"grid": [3.0e-3, 1.0e-5]}}))
     out = run_sweep(spec)

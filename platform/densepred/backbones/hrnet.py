@@ -347,8 +347,8 @@ class HRNet(nn.Module):
             (v1: False, v2: True, none: True); a contradicting value is an error.
         bn_momentum: BatchNorm momentum (0.1 pose, 0.01 segmentation in the official code).
         stem_channels: channels of the two stride-2 stem convolutions (64 official). At small
-            widths the stem is about half of the network's cost: 32 makes a width-16 model about
-            20 % faster to train.
+            widths the stem is about half of the forward time: 32 made the width-16 demo model
+            train 8 % faster (README "Results").
 
     ``forward`` returns a list of features, highest resolution first (stride 4); ``out_channels``
     gives the channels of each (heads get it as ``in_channels``).
