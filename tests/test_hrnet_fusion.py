@@ -215,3 +215,21 @@ def test_stem_channels_narrow_the_stem_only():
     assert narrow.backbone.out_channels == official.backbone.out_channels
     assert narrow(torch.zeros(1, 3, 64, 48))["pose"].shape == (1, 17, 16, 12)
 
+
+
+def test_model_init_scales_the_convolutions():
+    """``model.init``: the official N(0, 0.001) by default (parity), Kaiming-normal (fan_out) for
+    runs from scratch; BatchNorm starts at 1 / 0 either way."""
+    spec = {"backbone": tiny_backbone(), "heads": {"pose": {"type": "HeatmapHead"}}}
+    official = build_model(spec)
+    kaiming = build_model({**spec, "init": "kaiming"})
+    conv = kaiming.backbone.conv2
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert abs(float(conv.weight.std()) - (2 / fan_out) ** 0.5) < 0.1 * (2 / fan_out) ** 0.5
+    assert abs(float(official.backbone.conv2.weight.std()) - 0.001) < 1e-4
+    assert float(kaiming.backbone.bn1.weight.min()) == 1.0 and float(kaiming.backbone.bn1.bias.abs().max()) == 0.0
+
+
+def test_unknown_model_init_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"^--set: model\.init must be one of official, kaiming .*got 'xavier'"):
+        load_config(POSE, ["model.init=xavier"])

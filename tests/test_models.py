@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_POSE_MODEL
-from densepred import build_model, load_checkpoint
+from densepred import ConfigError, build_model, load_checkpoint
 from densepred.model import num_parameters
 
 MODELS = REPO / "configs" / "models"
@@ -86,3 +86,17 @@ def test_multi_head_model_returns_named_outputs():
     out = build_model(cfg)(torch.zeros(2, 3, 64, 64))
     assert out["pose"].shape == (2, 17, 16, 16)
     assert out["seg"].shape == (2, 5, 16, 16)
+
+
+def test_seg_head_channels_narrow_the_hidden_conv_only():
+    """``channels: null`` keeps the official head (concatenated width, its checkpoints load);
+    a number narrows the hidden 1x1 conv and the logits keep their shape."""
+    backbone = {"type": "HRNet", "width": 8, "aggregation": "v2"}
+    official = build_model({"backbone": backbone, "heads": {"seg": {"type": "HRNetV2SegHead", "num_classes": 5}}})
+    lean = build_model({"backbone": backbone,
+                        "heads": {"seg": {"type": "HRNetV2SegHead", "num_classes": 5, "channels": 16}}})
+    assert official.heads["seg"].last_layer[0].out_channels == 8 + 16 + 32 + 64
+    assert lean.heads["seg"].last_layer[0].out_channels == 16 and lean.heads["seg"].last_layer[3].in_channels == 16
+    assert lean(torch.zeros(1, 3, 64, 64))["seg"].shape == official(torch.zeros(1, 3, 64, 64))["seg"].shape == (1, 5, 16, 16)
+    with pytest.raises(ConfigError, match=r"model\.heads\.seg\.channels must be a positive integer or null, got 0"):
+        build_model({"backbone": backbone, "heads": {"seg": {"type": "HRNetV2SegHead", "num_classes": 5, "channels": 0}}})

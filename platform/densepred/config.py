@@ -435,11 +435,12 @@ def validate_model_section(cfg: LoadedConfig, model: Any, key: str = "model") ->
     where = cfg.where(key)
     if not isinstance(model, Mapping):
         raise ConfigError(f"{where}: '{key}' must be a mapping with backbone and heads")
-    allowed = {"backbone", "neck", "heads"}
+    allowed = {"backbone", "neck", "heads", "init"}
     for k in model:
         if k not in allowed:
             raise ConfigError(f"{cfg.where(f'{key}.{k}')}: unknown key '{key}.{k}'"
                               f"{_suggest(k, allowed)}; allowed: {', '.join(sorted(allowed))}")
+    _check_init(cfg, key, model.get("init"))
     if "backbone" not in model:
         raise ConfigError(f"{where}: '{key}.backbone' is missing")
     validate_component(cfg, f"{key}.backbone", model["backbone"], BACKBONES)
@@ -451,6 +452,14 @@ def validate_model_section(cfg: LoadedConfig, model: Any, key: str = "model") ->
                           f"head configs, e.g. heads: {{pose: {{type: HeatmapHead}}}}")
     for name, head in head_cfgs.items():
         validate_component(cfg, f"{key}.heads.{name}", head, HEADS, provided=("in_channels",))
+
+
+def _check_init(cfg: LoadedConfig, key: str, scheme: Any) -> None:
+    from .model import INITS
+
+    if scheme is not None and scheme not in INITS:
+        raise ConfigError(f"{cfg.where(f'{key}.init')}: {key}.init must be one of "
+                          f"{', '.join(INITS)} ({'; '.join(f'{k}: {v}' for k, v in INITS.items())}), got {scheme!r}")
 
 
 def validate_config(cfg: LoadedConfig) -> None:

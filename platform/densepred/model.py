@@ -43,14 +43,30 @@ class DensePredictor(nn.Module):
         return out
 
 
-def init_weights(module: nn.Module) -> None:
-    """The official HRNet initialisation: conv weights N(0, 0.001), biases 0, BN weight 1 / bias 0.
+#: ``model.init`` values: how ``build_model`` initialises the weights of a new model.
+INITS = {
+    "official": "conv weights N(0, 0.001), biases 0 (the official HRNet code; checkpoint parity)",
+    "kaiming": "conv weights Kaiming-normal (fan_out, ReLU), biases 0: faster training from scratch",
+}
 
-    (PyTorch's default init makes the heatmap head start far from the ~0 targets and slows training.)
+
+def init_weights(module: nn.Module, scheme: str = "official") -> None:
+    """Initialise convolutions by ``scheme`` (see ``INITS``); BatchNorm weight 1 / bias 0.
+
+    ``official`` is the HRNet code's N(0, 0.001) (PyTorch's default init makes the heatmap head
+    start far from the ~0 targets and slows training). ``kaiming`` suits short runs from scratch
+    with Adam: with weights of 0.001 behind BatchNorm, each early Adam step changes a weight by
+    more than its size, and the first few hundred steps are spent settling the scale (segmentation
+    demo, 500 iterations: mIoU 0.49 -> 0.56, README "Results").
     """
+    if scheme not in INITS:
+        raise ConfigError(f"model.init must be one of {', '.join(INITS)}, got {scheme!r}")
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, std=0.001)
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.normal_(m.weight, std=0.001)
             if m.bias is not None:
                 nn.init.constant_(m.bias, 0)
         elif isinstance(m, nn.BatchNorm2d):
@@ -156,5 +172,5 @@ def build_model(config_or_path: Any, overrides: Any = (),
     built = {name: build(HEADS, h, f"model.heads.{name}", in_channels=channels)
              for name, h in head_cfgs.items()}
     model = DensePredictor(backbone, built, neck)
-    init_weights(model)
+    init_weights(model, m.get("init") or "official")
     return model
