@@ -1,9 +1,10 @@
-"""The demo recipes reach their targets (slow: ~8 and ~12 minutes on 2 CPU cores), and inference
-precision is chosen by AP on the trained pose demo.
+"""The demo recipes reach their targets (slow: ~3 and ~8 minutes on a 2-core AVX-512 Xeon), and
+inference precision is chosen by AP on the trained pose demo.
 
 Run with `bash scripts/test.sh --slow`. These are the acceptance runs behind the README's figures:
-the pose demo reaches COCO keypoint AP >= 0.65 and the segmentation demo mIoU >= 0.6 on their val
-splits, through exactly the commands a user runs.
+the pose demo reaches COCO keypoint AP >= 0.65 and the segmentation demo mIoU >= 0.62 on their val
+splits (margins below the 0.70 / 0.68 the recipes aim at), through exactly the commands
+a user runs.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def test_seg_demo_reaches_target(ray_local, demo_data, tmp_path):
     recipe = str(REPO / "tasks" / "seg_demo.yaml")
     sets = ["--set", f"data_root={demo_data / 'cityscapes'}", "--set", f"work_dir={tmp_path}"]
     assert main(["train", recipe, *sets]) == 0
-    assert _eval(recipe, sets, tmp_path / "seg_demo" / "best.pth", tmp_path / "eval")["mIoU"] >= 0.6
+    assert _eval(recipe, sets, tmp_path / "seg_demo" / "best.pth", tmp_path / "eval")["mIoU"] >= 0.62
 
 
 def test_precision_is_chosen_by_ap_on_the_trained_demo(pose_run, tmp_path, monkeypatch):

@@ -219,11 +219,13 @@ def test_iteration_schedule_budget_counts_evaluation_rounds(tmp_path):
     make_seg_demo(root, num_train=16, num_val=2, image_size=(64, 32), seed=3, progress=False)
     space = REPO / "tuning" / "seg_hrnet_width_fusion.yaml"
     sets = [f"data_root={root}", "data.batch_size=8"]  # 2 steps per epoch
-    budget = check_sweep(load_space(space, sets))       # train.iters 200, evaluation.interval 4
-    assert (budget.epochs, budget.rounds, budget.iteration_based) == (100, 25, True)
+    budget = check_sweep(load_space(space, sets))       # train.iters 200
+    assert (budget.epochs, budget.rounds, budget.iteration_based) == (100, 100, True)
+    budget = check_sweep(load_space(space, sets + ["evaluation.interval=4"]))
+    assert (budget.epochs, budget.rounds) == (100, 25)
     with pytest.raises(ConfigError, match=r"scheduler.grace_period: 2 evaluation round\(s\), but a trial makes only 1 "
                                           r"evaluation round\(s\) per trial \(3 epoch\(s\) for the iteration schedule"):
-        check_sweep(load_space(space, sets + ["train.iters=6"]))
+        check_sweep(load_space(space, sets + ["train.iters=6", "evaluation.interval=4"]))
 
 
 def test_a_sweep_without_a_finished_trial_fails_and_resume_retries_its_errors(ray_local, tiny_pose_demo, tmp_path,
