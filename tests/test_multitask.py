@@ -88,6 +88,7 @@ def test_members_come_from_their_task_files_with_inline_overrides(tiny_pose_demo
     (["task.members.seg.optimizer={type: SGD}"], "unknown key(s) ['optimizer'] in task.members.seg"),
     (["task.members.seg.config=nowhere.yaml"], "task file 'nowhere.yaml' not found"),
     (["task.sampling={type: ratio, ratios: {pose: 1, depth: 2}}"], "task.sampling.ratios must give"),
+    (["task.sampling={max_batches: {seg: 0}}"], "task.sampling.max_batches must give a whole number >= 1"),
     (["model.heads={pose: {type: HeatmapHead}}"], "model.heads has no 'seg' head, which member seg"),
 ])
 def test_bad_multitask_configs_are_one_line_errors(tiny_pose_demo, tiny_seg_demo, override, words):
@@ -108,6 +109,26 @@ def test_mixed_schedule_is_shared_by_all_workers_and_follows_the_policy():
     drawn = member_schedule({"pose": 500, "seg": 500}, "ratio", {"pose": 3, "seg": 1}, seed=0, epoch=0)
     assert 0.70 < Counter(drawn)["pose"] / len(drawn) < 0.80
     assert member_schedule(lengths, "round_robin", None, 0, 0)[:4] == ["pose", "seg", "pose", "seg"]
+
+
+def test_max_batches_caps_a_member_per_epoch_with_fresh_batches():
+    """``max_batches: {seg: 2}``: each epoch every pose batch and 2 segmentation batches, and the
+    capped member's 2 batches come from its reshuffled loader, so epochs see different samples."""
+    from densepred.batching import LoaderBatches
+    from densepred.tasks.multitask.sampling import MixedBatches
+
+    collate = torch.utils.data.default_collate
+    sources = {"pose": LoaderBatches([{"value": i} for i in range(12)], 4, 0, collate, seed=1),
+               "seg": LoaderBatches([{"value": i} for i in range(100, 140)], 4, 0, collate, seed=1)}
+    mixed = MixedBatches(sources, "proportional", None, seed=0, max_batches={"seg": 2})
+    assert len(mixed) == 3 + 2 and "seg: 40 samples in batches of 4, at most 2 batches an epoch" in mixed.describe()
+    seen = []
+    for epoch in (0, 1):
+        mixed.set_epoch(epoch)
+        batches = list(mixed)
+        assert Counter(b["member"] for b in batches) == {"pose": 3, "seg": 2}
+        seen.append(sorted(int(v) for b in batches if b["member"] == "seg" for v in b["value"]))
+    assert seen[0] != seen[1]
 
 
 # --------------------------------------------------------------------------- training through Ray Train

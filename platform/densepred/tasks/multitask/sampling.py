@@ -38,9 +38,13 @@ class MixedBatches(TrainBatches):
     """Interleaves the members' batch sources; every batch gets ``member`` (the member's name)."""
 
     def __init__(self, sources: Mapping[str, TrainBatches], policy: str = "proportional",
-                 ratios: Optional[Mapping[str, float]] = None, seed: int = 0):
+                 ratios: Optional[Mapping[str, float]] = None, seed: int = 0,
+                 max_batches: Optional[Mapping[str, int]] = None):
         self.sources = dict(sources)
         self.policy, self.ratios, self.seed = policy, dict(ratios or {}), int(seed)
+        # a member's batches per epoch at most (its loader reshuffles every epoch, so a capped
+        # member sees another part of its data each epoch)
+        self.max_batches = dict(max_batches or {})
         self.epoch = 0
         self.num_samples = sum(s.num_samples for s in self.sources.values())
         self.batch_size = max(s.batch_size for s in self.sources.values())
@@ -53,9 +57,11 @@ class MixedBatches(TrainBatches):
             s.set_epoch(epoch)
         self._iters = {}
 
+    def _lengths(self) -> dict[str, int]:
+        return {n: min(len(s), self.max_batches.get(n, len(s))) for n, s in self.sources.items()}
+
     def schedule(self) -> list[str]:
-        lengths = {n: len(s) for n, s in self.sources.items()}
-        return member_schedule(lengths, self.policy, self.ratios, self.seed, self.epoch)
+        return member_schedule(self._lengths(), self.policy, self.ratios, self.seed, self.epoch)
 
     def _next(self, name: str) -> dict:
         """The member's next batch; a member that runs out (ratio draws) starts another pass."""
@@ -76,9 +82,10 @@ class MixedBatches(TrainBatches):
             yield batch
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self.sources.values())
+        return sum(self._lengths().values())
 
     def describe(self) -> str:
         parts = ", ".join(f"{n}: {s.num_samples} samples in batches of {s.batch_size}"
+                          + (f", at most {self.max_batches[n]} batches an epoch" if n in self.max_batches else "")
                           for n, s in self.sources.items())
         return f"mixed {self.policy} sampling ({parts})"

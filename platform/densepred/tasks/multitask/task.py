@@ -119,10 +119,17 @@ class MultiTask(Task):
 
     def _check_sampling(self) -> None:
         s = dict(self.section.sampling or {})
-        unknown = set(s) - {"type", "ratios"}
+        unknown = set(s) - {"type", "ratios", "max_batches"}
         if unknown:
             raise ConfigError(f"{self._where('task.sampling')}: unknown key(s) {sorted(unknown)} in task.sampling; "
-                              "allowed: type, ratios")
+                              "allowed: type, ratios, max_batches")
+        self.max_batches = dict(s.get("max_batches") or {})
+        bad = [k for k, v in self.max_batches.items() if k not in self.members
+               or not isinstance(v, int) or isinstance(v, bool) or v < 1]
+        if bad:
+            raise ConfigError(f"{self._where('task.sampling.max_batches')}: task.sampling.max_batches must give a "
+                              f"whole number >= 1 per member it names ({', '.join(self.names)}), got "
+                              f"{self.max_batches!r}")
         self.policy = s.get("type", "proportional")
         if self.policy not in POLICIES:
             raise ConfigError(f"{self._where('task.sampling.type')}: task.sampling.type must be one of "
@@ -241,7 +248,7 @@ class MultiTask(Task):
             return LoaderBatches(self.build_dataset("train"), data.batch_size, data.loader_workers, self.collate,
                                  seed, rank, world)
         sources = {n: m.build_train_batches(seed, rank, world) for n, m in self.members.items()}
-        return MixedBatches(sources, self.policy, self.ratios, seed)
+        return MixedBatches(sources, self.policy, self.ratios, seed, self.max_batches)
 
     # ------------------------------------------------------------------ training
     def _members_of(self, batch: Mapping[str, Any]) -> list[str]:
