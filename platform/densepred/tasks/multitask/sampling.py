@@ -42,8 +42,9 @@ class MixedBatches(TrainBatches):
                  max_batches: Optional[Mapping[str, int]] = None):
         self.sources = dict(sources)
         self.policy, self.ratios, self.seed = policy, dict(ratios or {}), int(seed)
-        # a member's batches per epoch at most (its loader reshuffles every epoch, so a capped
-        # member sees another part of its data each epoch)
+        # the most batches a member adds to an epoch's length: exactly its share under
+        # proportional sampling (its loader reshuffles every epoch, so a capped member sees another
+        # part of its data each epoch); ratio and round_robin draw without regard to lengths
         self.max_batches = dict(max_batches or {})
         self.epoch = 0
         self.num_samples = sum(s.num_samples for s in self.sources.values())
