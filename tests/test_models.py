@@ -60,6 +60,36 @@ def test_segmentation_reference_output(reference_dir):
     assert (out - ref["output"]).abs().max().item() < 1e-4
 
 
+def test_training_folds_the_seg_head_conv_before_upsampling_with_official_outputs(reference_dir):
+    """In training the HRNetV2 head maps each branch through its slice of the first 1x1 conv before
+    the upsampling (no 240-channel concatenation): the same function, so the official weights give
+    the official logits (BatchNorm on running statistics, as in the reference) and the same gradients."""
+    ref = _reference(reference_dir, "seg_hrnetv2_w18_small_v1.pt")
+    model = build_model(MODELS / "seg_hrnetv2_w18_small_v1.yaml")
+    load_checkpoint(model, reference_dir / "seg_hrnetv2_w18_small_v1.pt")
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    assert model._heads_fold_concat()
+    folded = model(ref["input"])["seg"]
+    assert (folded - ref["output"]).abs().max().item() < 1e-4
+    folded.square().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model._heads_fold_concat = lambda: False      # the concatenation, as in the official code
+    plain = model(ref["input"])["seg"]
+    plain.square().mean().backward()
+    assert (folded - plain).abs().max().item() < 1e-4
+    for g, p in zip(grads, model.parameters()):
+        assert torch.allclose(g, p.grad, rtol=1e-3, atol=1e-6)
+    # A head that needs the concatenated feature (3x3 conv) keeps it for every head.
+    mixed = build_model({"backbone": {"type": "HRNet", "width": 8, "aggregation": "v2"},
+                         "heads": {"seg": {"type": "HRNetV2SegHead", "num_classes": 5},
+                                   "mask": {"type": "MaskHead"}}})
+    assert not mixed._heads_fold_concat() and mixed(torch.zeros(2, 3, 64, 64))["mask"].shape == (2, 1, 16, 16)
+
+
 def test_fusion_settings_change_the_computation(reference_dir):
     """align_corners and upsample mode are real settings, not decoration."""
     ref = _reference(reference_dir, "seg_hrnetv2_w18_small_v1.pt")

@@ -83,6 +83,24 @@ def test_ohem_keeps_only_hard_pixels():
     assert torch.isfinite(SegCrossEntropy(ohem=True)(logits, torch.full((1, 32, 32), 255)))
 
 
+def test_loss_and_gradients_do_not_depend_on_the_logits_memory_layout():
+    """Channels-last logits (training) take a faster path through the loss: same values, same gradients."""
+    torch.manual_seed(1)
+    base = torch.randn(2, 19, 8, 16) * 3
+    label = torch.randint(0, 19, (2, 32, 64))
+    label[:, :5] = 255
+    for loss in (SegCrossEntropy(), SegCrossEntropy(class_weights="official"),
+                 SegCrossEntropy(ohem=True, ohem_thresh=0.7, ohem_min_kept=100)):
+        results = []
+        for layout in (torch.contiguous_format, torch.channels_last):
+            logits = base.clone().contiguous(memory_format=layout).requires_grad_()
+            value = loss(logits, label)
+            value.backward()
+            results.append((value.detach(), logits.grad))
+        (v0, g0), (v1, g1) = results
+        assert torch.allclose(v0, v1, rtol=1e-6) and torch.allclose(g0, g1, rtol=1e-5, atol=1e-8), loss
+
+
 def test_browse_predict_and_eval_round_trip(seg_root, tmp_path):
     args = ["--set", f"data_root={seg_root}", "--set", SMALL, "--set", "data.loader_workers=0"]
     assert main(["data", "browse", TASK, *args, "--split", "val", "--out", str(tmp_path / "b")]) == 0

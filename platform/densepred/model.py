@@ -26,10 +26,22 @@ class DensePredictor(nn.Module):
         self.heads = nn.ModuleDict(dict(heads))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.backbone(x)
+        feats = self.backbone(x, aggregate=False) if self._heads_fold_concat() else self.backbone(x)
         if self.neck is not None:
             feats = self.neck(feats)
         return {name: head(feats) for name, head in self.heads.items()}
+
+    def _heads_fold_concat(self) -> bool:
+        """Whether the backbone's HRNetV2 concatenation is left to the heads: in training, when
+        every head computes concat-then-1x1-conv itself with the conv folded in first
+        (``folds_branches``, same upsampling), which gives the same outputs with less work
+        (``conv1x1_of_branches``). In eval mode the model keeps the plain conv -> BN chain that
+        BatchNorm folding (``bnfold``) and export trace."""
+        backbone = self.backbone
+        if not self.training or self.neck is not None or getattr(backbone, "aggregation", None) != "v2":
+            return False
+        return all(getattr(h, "folds_branches", False) and h.align_corners == backbone.align_corners
+                   for h in self.heads.values())
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         """State dict under the official HRNet names (backbone keys bare, head keys bare)."""

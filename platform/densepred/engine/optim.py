@@ -11,18 +11,37 @@ from .optim_args import OWN_SCHEDULES, check_arguments, check_milestones, signat
 SCHEDULERS = ("MultiStepLR", "PolyLR", "CosineAnnealingLR", "ConstantLR")
 
 
+#: optimizers with a fused kernel (one pass over all parameters, on CPU and CUDA)
+FUSED_OPTIMIZERS = ("Adam", "AdamW", "SGD")
+
+
 def build_optimizer(params: Any, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """``{type: Adam|AdamW|SGD, lr: ..., **kwargs}`` -> a torch optimizer."""
+    """``{type: Adam|AdamW|SGD, lr: ..., **kwargs}`` -> a torch optimizer.
+
+    Adam, AdamW and SGD use their fused kernel unless the config sets ``fused`` or ``foreach``:
+    torch's CPU default steps the parameters one by one, 4.6x slower for the segmentation demo's
+    219 tensors (7.5 against 1.6 ms per step, about 4 % of its training step; README "Results").
+    """
     args = dict(cfg or {"type": "Adam", "lr": 1e-3})
     name = args.pop("type", "Adam")
     cls = getattr(torch.optim, name, None)
     if not isinstance(cls, type) or not issubclass(cls, torch.optim.Optimizer):
         raise ConfigError(f"optimizer.type {name!r} is not a torch.optim optimizer (e.g. Adam, AdamW, SGD)")
     check_arguments("optimizer", name, args, signature_defaults(cls)[0])
+    params = list(params)
+    if name in FUSED_OPTIMIZERS and not ({"fused", "foreach", "differentiable"} & set(args)) and _fusable(params):
+        args["fused"] = True
     try:
         return cls(params, **args)
     except (TypeError, ValueError) as e:  # unknown argument, or torch's range checks (lr < 0, betas)
         raise ConfigError(f"optimizer ({name}): {e}") from None
+
+
+def _fusable(params: list) -> bool:
+    """Every parameter a floating-point tensor on the CPU or a CUDA device (what the fused kernels take)."""
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    return bool(tensors) and all(isinstance(p, torch.Tensor) and p.is_floating_point()
+                                 and p.device.type in ("cpu", "cuda") for p in tensors)
 
 
 def check_schedule_arguments(name: str, args: Mapping[str, Any]) -> None:

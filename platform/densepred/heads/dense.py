@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..backbones.hrnet import concat_branches
+from ..backbones.hrnet import sequential_on_branches
 from ..errors import ConfigError
 from ..registry import HEADS
 
@@ -43,6 +43,9 @@ class DenseHead(nn.Module):
             nn.Conv2d(c, out_channels, kernel_size, 1, kernel_size // 2),
         )
 
+    #: given the branches, it computes the concat-then-conv with the first conv folded in first
+    folds_branches = True
+
     def forward(self, feats: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         feats = [feats] if isinstance(feats, torch.Tensor) else list(feats)
-        return self.last_layer(concat_branches(feats, self.align_corners))
+        return sequential_on_branches(self.last_layer, feats, self.align_corners)

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..backbones.hrnet import concat_branches
+from ..backbones.hrnet import sequential_on_branches
 from ..errors import ConfigError
 from ..registry import HEADS
 
@@ -46,5 +46,8 @@ class HRNetV2SegHead(nn.Module):
             nn.Conv2d(hidden, num_classes, kernel_size, 1, kernel_size // 2),
         )
 
+    #: given the branches, it computes the official concat-then-conv with the conv folded in first
+    folds_branches = True
+
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        return self.last_layer(concat_branches(feats, self.align_corners))
+        return sequential_on_branches(self.last_layer, list(feats), self.align_corners)
