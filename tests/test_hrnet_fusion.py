@@ -227,7 +227,7 @@ def test_model_init_scales_the_convolutions():
     fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
     assert abs(float(conv.weight.detach().std()) - (2 / fan_out) ** 0.5) < 0.1 * (2 / fan_out) ** 0.5
     assert abs(float(official.backbone.conv2.weight.detach().std()) - 0.001) < 1e-4
-    assert float(kaiming.backbone.bn1.weight.min()) == 1.0 and float(kaiming.backbone.bn1.bias.abs().max()) == 0.0
+    assert float(kaiming.backbone.bn1.weight.detach().min()) == 1.0 and float(kaiming.backbone.bn1.bias.detach().abs().max()) == 0.0
 
 
 def test_unknown_model_init_is_a_config_error():
