@@ -1,4 +1,4 @@
-"""The demo recipes reach their targets (slow: ~3 and ~8 minutes on a 2-core AVX-512 Xeon), and
+"""The demo recipes reach their targets (slow: ~3 and ~6 minutes on a 2-core AVX-512 Xeon), and
 inference precision is chosen by AP on the trained pose demo.
 
 Run with `bash scripts/test.sh --slow`. These are the acceptance runs behind the README's figures:
