@@ -50,4 +50,4 @@ class HRNetV2SegHead(nn.Module):
     folds_branches = True
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        return sequential_on_branches(self.last_layer, list(feats), self.align_corners)
+        return sequential_on_branches(self.last_layer, feats, self.align_corners)
